@@ -1,0 +1,78 @@
+"""``ModelSpec`` -> SQLAlchemy ``Table``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlalchemy as sa
+
+from ..errors import ModelError
+from ..models import ModelSpec
+from .types import column_type
+
+ON_DELETE = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT",
+             "no_action": "NO ACTION", None: None}
+
+#: Table options per dialect. MySQL compares strings case-insensitively unless the
+#: collation is binary; CONVENTIONS.md asks for case-sensitive everywhere.
+TABLE_KWARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB",
+                "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin", "mariadb_engine": "InnoDB"}
+
+
+def build_table(spec: ModelSpec, metadata: sa.MetaData,
+                resolve: Callable[[str], ModelSpec] | None = None) -> sa.Table:
+    """Create (or replace) the table for ``spec`` in ``metadata``.
+
+    ``resolve`` maps a referenced model name to its spec, for foreign keys.
+    """
+    for group in [*spec.options.get("unique", []), *spec.options.get("indexes", [])]:
+        names = [group] if isinstance(group, str) else list(group["fields"] if isinstance(group, dict) else group)
+        for name in names:
+            if name not in spec.fields:
+                raise ModelError(f"{spec.name}: __dataflow__ index or unique names unknown field {name!r}",
+                                 model=spec.name, field=name)
+    columns: list[sa.SchemaItem] = []
+    for f in spec.fields.values():
+        args: list = []
+        if f.references:
+            if resolve is None:
+                raise ModelError(f"{spec.name}.{f.name} references {f.references} but no resolver",
+                                 model=spec.name, field=f.name)
+            target = resolve(f.references)
+            ondelete = ON_DELETE.get(f.on_delete)
+            if f.on_delete not in ON_DELETE:
+                raise ModelError(f"{spec.name}.{f.name}: on_delete must be one of cascade, set_null, "
+                                 f"restrict, no_action", model=spec.name, field=f.name)
+            args.append(sa.ForeignKey(f"{target.table}.{target.primary_key}", ondelete=ondelete,
+                                      name=f"fk_{spec.table}_{f.name}"[:63]))
+        columns.append(sa.Column(
+            f.name,
+            column_type(f.pytype, max_length=f.max_length, precision=f.precision, scale=f.scale,
+                        primary_key=f.primary_key),
+            *args,
+            primary_key=f.primary_key,
+            autoincrement=True if f.autoincrement else False,
+            nullable=f.nullable and not f.primary_key,
+            info={"pytype": f.pytype, "field": f},
+        ))
+    for f in spec.fields.values():
+        if f.unique and not f.primary_key:
+            columns.append(sa.UniqueConstraint(f.name, name=f"uq_{spec.table}_{f.name}"[:63]))
+        elif f.index or f.references:
+            columns.append(sa.Index(f"ix_{spec.table}_{f.name}"[:63], f.name))
+    for group in spec.options.get("unique", []):
+        if not isinstance(group, str):
+            cols = list(group)
+            columns.append(sa.UniqueConstraint(*cols, name=f"uq_{spec.table}_{'_'.join(cols)}"[:63]))
+    for group in spec.options.get("indexes", []):
+        if isinstance(group, dict):
+            cols = list(group["fields"])
+            columns.append(sa.Index(group.get("name") or f"ix_{spec.table}_{'_'.join(cols)}"[:63], *cols,
+                                    unique=bool(group.get("unique"))))
+        elif not isinstance(group, str):
+            cols = list(group)
+            columns.append(sa.Index(f"ix_{spec.table}_{'_'.join(cols)}"[:63], *cols))
+    if spec.table in metadata.tables:
+        metadata.remove(metadata.tables[spec.table])
+    return sa.Table(spec.table, metadata, *columns, info={"model": spec.name}, **TABLE_KWARGS)
+

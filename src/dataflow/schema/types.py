@@ -1,0 +1,170 @@
+"""Column types: one per Python type, with each dialect's difference kept as data here.
+
+Every value round-trips exactly on SQLite, PostgreSQL and MySQL (CONVENTIONS.md, "Types"):
+datetimes are stored as UTC and come back aware, decimals keep their scale, UUIDs are UUIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.types import TypeDecorator
+
+UTC = timezone.utc
+
+
+class UTCDateTime(TypeDecorator):
+    """Store datetimes as UTC (microseconds kept); always return them aware, in UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    # Per dialect: the column type, and whether the driver takes aware datetimes.
+    _IMPL = {
+        "postgresql": (lambda: postgresql.TIMESTAMP(timezone=True), True),
+        "mysql": (lambda: mysql.DATETIME(fsp=6), False),
+        "mariadb": (lambda: mysql.DATETIME(fsp=6), False),
+    }
+
+    def load_dialect_impl(self, dialect):
+        make, _ = self._IMPL.get(dialect.name, (sa.DateTime, False))
+        return dialect.type_descriptor(make())
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        elif not isinstance(value, datetime) and isinstance(value, date):
+            value = datetime(value.year, value.month, value.day)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        aware = self._IMPL.get(dialect.name, (None, False))[1]
+        return value if aware else value.replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite returns text when the column was reflected
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def python_type(self):
+        return datetime
+
+
+class ExactDecimal(TypeDecorator):
+    """NUMERIC(p, s); on SQLite, which has no exact decimal, the text of the value."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int = 38, scale: int = 10) -> None:
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.precision, self.scale = precision, scale
+        self._quantum = Decimal(1).scaleb(-scale)
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(self.precision + 2))
+        return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = value if isinstance(value, Decimal) else Decimal(str(value))
+        value = value.quantize(self._quantum)
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return Decimal(str(value)).quantize(self._quantum)
+
+    @property
+    def python_type(self):
+        return Decimal
+
+
+class UUIDType(TypeDecorator):
+    """Native UUID on PostgreSQL, CHAR(36) text elsewhere."""
+
+    impl = sa.CHAR(36)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        return dialect.type_descriptor(sa.CHAR(36))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return value if dialect.name == "postgresql" else str(value)
+
+    def process_result_value(self, value, dialect):
+        if value is None or isinstance(value, uuid.UUID):
+            return value
+        return uuid.UUID(str(value))
+
+    @property
+    def python_type(self):
+        return uuid.UUID
+
+
+def json_type() -> sa.types.TypeEngine:
+    """JSONB on PostgreSQL, JSON on MySQL, JSON text on SQLite; Python ``None`` is SQL NULL."""
+    return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+def column_type(pytype: type, *, max_length: int | None = None, precision: int = 38, scale: int = 10,
+                primary_key: bool = False) -> sa.types.TypeEngine:
+    """The SQLAlchemy type for a field of ``pytype``."""
+    if pytype is bool:
+        return sa.Boolean()
+    if pytype is int:
+        # SQLite only auto-increments an INTEGER PRIMARY KEY, not BIGINT.
+        return sa.BigInteger().with_variant(sa.Integer(), "sqlite") if primary_key else sa.BigInteger()
+    if pytype is str:
+        if max_length is None:
+            return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+        return sa.String(max_length)
+    if pytype is float:
+        return sa.Double()
+    if pytype is Decimal:
+        return ExactDecimal(precision, scale)
+    if pytype is datetime:
+        return UTCDateTime()
+    if pytype is date:
+        return sa.Date()
+    if pytype is uuid.UUID:
+        return UUIDType()
+    if pytype is bytes:
+        return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    if pytype in (dict, list):
+        return json_type()
+    raise TypeError(f"no column type for {pytype!r}")
+
+
+def pytype_of(column: sa.Column) -> type:
+    """The Python type of a column: the model's when declared, else the reflected type's."""
+    declared = column.info.get("pytype")
+    if declared is not None:
+        return declared
+    if isinstance(column.type, sa.JSON):
+        return dict
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return str
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

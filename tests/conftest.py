@@ -1,0 +1,129 @@
+"""Test fixtures: every database test runs on each URL in ``DATAFLOW_TEST_URLS``.
+
+``DATAFLOW_TEST_URLS`` is a comma-separated list (default: ``sqlite``). For PostgreSQL and MySQL
+the URL names a server and a maintenance database; each test session creates its own scratch
+database on that server (so parallel runs never share tables) and drops it at the end.
+Each test gets an empty database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+DEFAULT_URLS = "sqlite"
+
+
+def _configured_urls() -> list[str]:
+    raw = os.environ.get("DATAFLOW_TEST_URLS", DEFAULT_URLS)
+    return [u.strip() for u in raw.split(",") if u.strip()]
+
+
+def _backend(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else make_url(url).get_backend_name()
+
+
+def _admin_url(url: str) -> sa.URL:
+    u = make_url(url)
+    driver = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+    return u.set(drivername=driver.get(u.get_backend_name(), u.drivername))
+
+
+class Server:
+    """One configured backend and the scratch database this session made on it."""
+
+    def __init__(self, url: str) -> None:
+        self.name = _backend(url)
+        self.url = url
+        self.scratch: str | None = None
+        self.admin: sa.Engine | None = None
+
+    def setup(self) -> None:
+        if self.name == "sqlite":
+            return
+        self.scratch = f"df_test_{uuid.uuid4().hex[:10]}"
+        self.admin = sa.create_engine(_admin_url(self.url), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+        with self.admin.connect() as conn:
+            q = '"' if self.name == "postgresql" else "`"
+            conn.exec_driver_sql(f"CREATE DATABASE {q}{self.scratch}{q}")
+
+    def teardown(self) -> None:
+        if self.admin is None:
+            return
+        with self.admin.connect() as conn:
+            if self.name == "postgresql":
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.scratch}" WITH (FORCE)')
+            else:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{self.scratch}`")
+        self.admin.dispose()
+
+    def url_for_test(self, tmp_path) -> str:
+        """An empty database for one test."""
+        if self.name == "sqlite":
+            return f"sqlite:///{tmp_path / 'test.db'}"
+        u = make_url(self.url).set(database=self.scratch)
+        url = u.render_as_string(hide_password=False)
+        self.reset(url)
+        return url
+
+    def reset(self, url: str) -> None:
+        eng = sa.create_engine(_admin_url(url), poolclass=sa.NullPool)
+        with eng.begin() as conn:
+            if self.name == "postgresql":
+                conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+                conn.exec_driver_sql("CREATE SCHEMA public")
+            else:
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+                names = [r[0] for r in conn.exec_driver_sql(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")]
+                for name in names:
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{name}`")
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+        eng.dispose()
+
+
+SERVERS = {(_backend(u)): Server(u) for u in _configured_urls()}
+
+
+def pytest_report_header(config):
+    return "dataflow backends: " + ", ".join(SERVERS)
+
+
+def pytest_sessionstart(session):
+    for server in SERVERS.values():
+        server.setup()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for server in SERVERS.values():
+        server.teardown()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line("dataflow backends tested: " + ", ".join(SERVERS))
+
+
+@pytest.fixture(params=list(SERVERS))
+def backend(request) -> str:
+    """The backend name of the database under test: sqlite, postgresql or mysql."""
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend, tmp_path) -> str:
+    """A URL to an empty database on the backend under test."""
+    return SERVERS[backend].url_for_test(tmp_path)
+
+
+@pytest.fixture
+def db(db_url):
+    """A ``DataFlow`` on an empty database, closed after the test."""
+    from dataflow import DataFlow
+
+    instance = DataFlow(db_url)
+    yield instance
+    instance.close()
