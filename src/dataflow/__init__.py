@@ -1,0 +1,19 @@
+"""DataFlow: declare a model once; get its tables and Kailash workflow nodes.
+
+Public names: ``DataFlow``, ``DataFlowConfig``, ``Field`` and the exception tree.
+"""
+
+from .core.config import DataFlowConfig
+from .core.dataflow import DataFlow
+from .errors import (ConflictError, DatabaseError, DataFlowError, DuplicateKeyError, FilterError,
+                     ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
+                     ValidationError)
+from .models import Field
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataFlow", "DataFlowConfig", "Field", "DataFlowError", "ModelError", "ValidationError", "FilterError",
+    "NotFoundError", "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError",
+    "MigrationError", "DatabaseError",
+]

@@ -1,0 +1,56 @@
+"""A model (or a reflected table) bound to its live Table: what the operations layer works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from .models import ModelSpec
+from .values import Codec
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``include=[name]``: records of ``target`` whose ``remote`` column equals our ``local`` column."""
+
+    name: str
+    target: str      # model name
+    local: str       # our column
+    remote: str      # their column
+    many: bool       # True for the reverse side (User.posts), False for Post.author
+
+
+@dataclass
+class Binding:
+    """One model's live pieces: spec, table, codec, primary key column and relations."""
+
+    name: str
+    table: sa.Table
+    spec: ModelSpec | None = None          # None for a reflected, unmodelled table
+    codec: Codec | None = None
+    relations: dict[str, Relation] = field(default_factory=dict)
+    constraints: dict[str, str] = field(default_factory=dict)  # constraint name -> field
+    statements: dict[Any, Any] = field(default_factory=dict)   # cached statements by shape
+
+    @property
+    def pk(self) -> sa.Column:
+        cols = list(self.table.primary_key.columns)
+        if cols:
+            return cols[0]
+        return list(self.table.columns)[0]
+
+    @property
+    def columns(self) -> list[str]:
+        return [c.name for c in self.table.columns]
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, table: sa.Table) -> "Binding":
+        constraints = {}
+        for c in table.constraints:
+            if isinstance(c, sa.UniqueConstraint) and c.name and len(c.columns) == 1:
+                constraints[str(c.name)] = next(iter(c.columns)).name
+            if isinstance(c, sa.ForeignKeyConstraint) and c.name:
+                constraints[str(c.name)] = next(iter(c.columns)).name
+        return cls(name=spec.name, table=table, spec=spec, codec=Codec(spec), constraints=constraints)

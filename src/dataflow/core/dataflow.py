@@ -1,0 +1,297 @@
+"""``DataFlow``: owns the configuration, the engine and the models; the facade users touch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any, Mapping, Sequence
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+
+from ..binding import Binding, Relation
+from ..driver_errors import translate
+from ..errors import DataFlowError, ModelError
+from ..models import ModelSpec, spec_from_class, table_name_for
+from ..operations import DEFAULT_BATCH, DEFAULT_LIMIT, Operations
+from ..schema.copy import copy_rows
+from ..schema.tables import build_table
+from .config import DataFlowConfig
+from .engine import backend_of, create_engine, parse_url, safe_url
+
+log = logging.getLogger("dataflow")
+
+
+class DataFlow:
+    """A database, its models, and the workflow nodes generated for them.
+
+    ``DataFlow("postgresql://user:pass@host/db")``, ``DataFlow(config=DataFlowConfig(...))``,
+    ``DataFlow({"database_url": ..., "multi_tenant": True})`` or ``DataFlow()`` (then
+    ``DATAFLOW_DATABASE_URL``, else ``sqlite:///dataflow.db``). Nothing connects until the first
+    operation or an explicit ``migrate()``.
+    """
+
+    def __init__(self, database_url: str | Mapping[str, Any] | DataFlowConfig | None = None, *,
+                 config: DataFlowConfig | Mapping[str, Any] | None = None, **settings: Any) -> None:
+        if isinstance(database_url, (Mapping, DataFlowConfig)):
+            config, database_url = database_url, None
+        self.config = DataFlowConfig.build(config, database_url=database_url, **settings)
+        self.url = parse_url(self.config.database_url)
+        self.backend = backend_of(self.url)
+        self.safe_url = safe_url(self.url)
+        self.engine: sa.Engine = create_engine(self.config)
+        self.driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
+        self.metadata = sa.MetaData()
+        self.operations = Operations(self)
+        self._specs: dict[str, ModelSpec] = {}
+        self._bindings: dict[str, Binding] = {}
+        self._names: dict[str, str] = {}          # model or table name -> model name
+        self._reflected: dict[str, Binding] = {}
+        self._nodes: dict[str, dict[str, type]] = {}
+        self._ready = False
+        self._closed = False
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ models
+    def model(self, cls: type) -> type:
+        """Declare a model: ``@db.model class User: name: str``. Generates its nodes."""
+        from ..nodes import register_nodes
+
+        spec = spec_from_class(cls)
+        with self._lock:
+            taken = self._names.get(spec.table)
+            if taken and taken != spec.name:
+                raise ModelError(f"{spec.name}: table {spec.table!r} is already used by model {taken}",
+                                 model=spec.name)
+            self._specs[spec.name] = spec
+            self._rebuild()
+            self._nodes[spec.name] = register_nodes(self, spec)
+            self._ready = False
+        cls.query_builder = classmethod(lambda c, _db=self, _n=spec.name: _db.query_builder(_n))
+        cls.__dataflow_spec__ = spec
+        return cls
+
+    def _rebuild(self) -> None:
+        """Build every model's Table, binding and relations (foreign keys may point either way)."""
+        self.metadata = sa.MetaData()
+        bindings: dict[str, Binding] = {}
+        for spec in self._specs.values():
+            table = build_table(spec, self.metadata, resolve=self._resolve_reference(spec))
+            bindings[spec.name] = Binding.for_model(spec, table)
+        for spec in self._specs.values():
+            for f in spec.fields.values():
+                if not f.references or f.references not in bindings:
+                    continue
+                target = self._specs[f.references]
+                forward = f.name[:-3] if f.name.endswith("_id") else f"{f.name}_ref"
+                bindings[spec.name].relations.setdefault(
+                    forward, Relation(forward, target.name, f.name, target.primary_key, many=False))
+                bindings[target.name].relations.setdefault(
+                    spec.table, Relation(spec.table, spec.name, target.primary_key, f.name, many=True))
+        self._bindings = bindings
+        self._names = {}
+        for spec in self._specs.values():
+            self._names[spec.name] = spec.name
+            self._names[spec.table] = spec.name
+
+    def _resolve_reference(self, spec: ModelSpec):
+        def resolve(name: str) -> ModelSpec:
+            target = self._specs.get(name)
+            if target is not None:
+                return target
+            # Declared later: the table name it will most likely have; checked again at migration.
+            return ModelSpec(name=name, table=table_name_for(name), fields={}, primary_key="id")
+        return resolve
+
+    def binding(self, name: str, *, modelled: bool = False) -> Binding:
+        """The model (by class or table name) or, unless ``modelled``, a reflected table."""
+        model = self._names.get(name)
+        if model is not None:
+            return self._bindings[model]
+        if modelled:
+            raise ModelError(f"No model named {name!r}; declared models: {', '.join(self._specs) or 'none'}",
+                             model=name)
+        return self._reflect(name)
+
+    def _reflect(self, name: str) -> Binding:
+        with self._lock:
+            if name in self._reflected:
+                return self._reflected[name]
+            self.ensure_ready()
+            try:
+                table = sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+            except sa_exc.NoSuchTableError:
+                raise ModelError(f"No model or table named {name!r}; declared models: "
+                                 f"{', '.join(self._specs) or 'none'}", model=name) from None
+            except (sa_exc.SQLAlchemyError, *self.driver_errors) as exc:
+                raise translate(exc, model=name, action="reflect", where=self.safe_url) from exc
+            b = Binding(name=name, table=table)
+            self._reflected[name] = b
+            return b
+
+    # ------------------------------------------------------------------ lifecycle
+    def ensure_ready(self) -> None:
+        """Connect and bring the schema up to date, once (and again after new models)."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            if self._closed:
+                raise DataFlowError("This DataFlow instance is closed; create a new one")
+            self._migrate_now(allow_destructive=False, dry_run=False)
+            self._ready = True
+
+    def _migrate_now(self, *, allow_destructive: bool, dry_run: bool):
+        from ..schema import lifecycle
+
+        missing = [f"{s.name}.{f.name} -> {f.references}" for s in self._specs.values()
+                   for f in s.fields.values() if f.references and f.references not in self._specs]
+        if missing:
+            raise ModelError(f"Foreign keys reference undeclared models: {', '.join(missing)}")
+        return lifecycle.bring_up_to_date(self, allow_destructive=allow_destructive, dry_run=dry_run)
+
+    def migrate(self, *, allow_destructive: bool = False, dry_run: bool = False):
+        """Compare the models with the database and apply the difference; return the plan."""
+        with self._lock:
+            plan = self._migrate_now(allow_destructive=allow_destructive, dry_run=dry_run)
+            if not dry_run:
+                self._ready = True
+            return plan
+
+    def schema_diff(self):
+        """What a migration would do, as SQL, without doing it."""
+        return self.migrate(dry_run=True)
+
+    def close(self) -> None:
+        """Release the connection pool and this instance's node names."""
+        from ..nodes import unregister_nodes
+
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for classes in self._nodes.values():
+                unregister_nodes(classes)
+            self.engine.dispose()
+
+    def __enter__(self) -> "DataFlow":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DataFlow({self.safe_url!r}, models={list(self._specs)})"
+
+    # ------------------------------------------------------------------ introspection
+    def list_models(self) -> list[str]:
+        """Names of the declared models, in declaration order."""
+        return list(self._specs)
+
+    def get_model_info(self, name: str) -> dict[str, Any]:
+        """Fields, types, table, nodes and relations of a model."""
+        b = self.binding(name, modelled=True)
+        spec = b.spec
+        return {
+            "name": spec.name,
+            "table": spec.table,
+            "primary_key": spec.primary_key,
+            "fields": {f.name: {"type": f.pytype.__name__, "nullable": f.nullable, "required": f.required,
+                                "primary_key": f.primary_key, "unique": f.unique,
+                                "default": None if not f.has_default or f.default_factory else f.default,
+                                "references": f.references, "max_length": f.max_length}
+                       for f in spec.fields.values()},
+            "relations": {r.name: {"model": r.target, "local": r.local, "remote": r.remote,
+                                   "kind": "many" if r.many else "one"} for r in b.relations.values()},
+            "nodes": self.get_generated_nodes(spec.name),
+            "options": dict(spec.options),
+        }
+
+    def get_generated_nodes(self, name: str) -> list[str]:
+        """Names of the workflow nodes generated for a model."""
+        model = self.binding(name, modelled=True).name
+        return list(self._nodes.get(model, {}))
+
+    # ------------------------------------------------------------------ bulk load fast path
+    def copy_rows(self, conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict]) -> bool:
+        """Load rows with the backend's bulk path (COPY on PostgreSQL); False when there is none."""
+        return copy_rows(self.backend, conn, table, keys, rows)
+
+    # ------------------------------------------------------------------ direct API
+    def create(self, model: str, data: Mapping[str, Any] | None = None, **fields: Any) -> dict:
+        """Insert one record and return it."""
+        return self.operations.create(model, {**(data or {}), **fields})
+
+    def read(self, model: str, id: Any = None, *, filter: Mapping | None = None,
+             raise_on_not_found: bool = True, **kw: Any) -> dict | None:
+        """One record by id or filter."""
+        if isinstance(id, Mapping):
+            id, filter = None, id
+        return self.operations.read(model, id, filter, raise_on_not_found=raise_on_not_found, **kw)
+
+    def update(self, model: str, id_or_filter: Any = None, changes: Mapping[str, Any] | None = None, *,
+               raise_on_not_found: bool = True, **fields: Any) -> dict | None:
+        """Change one record (``db.update("users", {"id": 1}, {"status": "x"})``)."""
+        id, filt = (None, id_or_filter) if isinstance(id_or_filter, Mapping) else (id_or_filter, None)
+        return self.operations.update(model, id, filt, {**(changes or {}), **fields},
+                                      raise_on_not_found=raise_on_not_found)
+
+    def delete(self, model: str, id_or_filter: Any = None, *, raise_on_not_found: bool = True) -> Any:
+        """Delete one record; return its key."""
+        id, filt = (None, id_or_filter) if isinstance(id_or_filter, Mapping) else (id_or_filter, None)
+        return self.operations.delete(model, id, filt, raise_on_not_found=raise_on_not_found)
+
+    def list(self, model: str, filter: Mapping | None = None, *, sort: Any = None, limit: int | None = DEFAULT_LIMIT,
+             offset: int = 0, fields: Sequence[str] | None = None, **kw: Any) -> list[dict]:
+        """Records matching ``filter`` (at most ``limit``, 100 by default)."""
+        return self.operations.list(model, filter, sort, limit, offset, fields, **kw)[0]
+
+    def count(self, model: str, filter: Mapping | None = None, **kw: Any) -> int:
+        """How many records match ``filter``."""
+        return self.operations.count(model, filter, **kw)
+
+    def upsert(self, model: str, where: Mapping[str, Any], update: Mapping[str, Any] | None = None,
+               create: Mapping[str, Any] | None = None, conflict_on: Sequence[str] | None = None) -> dict:
+        """Update the record matching ``where`` or create it; ``{"created", "action", "record"}``."""
+        created, record = self.operations.upsert(model, where, update, create, conflict_on)
+        return {"created": created, "action": "created" if created else "updated", "record": record}
+
+    def bulk_create(self, model: str, data: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH,
+                    on_conflict: str = "error", return_ids: bool = False,
+                    conflict_on: Sequence[str] | None = None) -> dict:
+        """Insert many records, all or nothing."""
+        return self.operations.bulk_create(model, data, batch_size=batch_size, on_conflict=on_conflict,
+                                           return_ids=return_ids, conflict_on=conflict_on)
+
+    def bulk_update(self, model: str, filter: Mapping | None, changes: Mapping[str, Any], *,
+                    confirm_all: bool = False) -> int:
+        """Apply changes to every matching record; return the count."""
+        return self.operations.bulk_update(model, filter, changes, confirm_all=confirm_all)
+
+    def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False) -> int:
+        """Delete every matching record; return the count."""
+        return self.operations.bulk_delete(model, filter, confirm_all=confirm_all)
+
+    def bulk_upsert(self, model: str, data: Sequence[Mapping[str, Any]], *,
+                    conflict_on: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH) -> dict:
+        """Insert or update many records, all or nothing."""
+        return self.operations.bulk_upsert(model, data, conflict_on=conflict_on, batch_size=batch_size)
+
+    def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None) -> Any:
+        """Run an aggregation pipeline."""
+        return self.operations.aggregate(model, pipeline, filter)
+
+    # ------------------------------------------------------------------ queries
+    def query(self, name: str):
+        """A lazy fluent query on a model or table: ``db.query("users").where({...}).all()``."""
+        from ..query.query import Query
+
+        return Query(self, name)
+
+    def query_builder(self, name: str):
+        """A ``QueryBuilder`` for a model; ``User.query_builder()`` is the same."""
+        from ..query.builder import QueryBuilder
+
+        return QueryBuilder(self, name)

@@ -1,0 +1,121 @@
+"""Database URLs -> pooled SQLAlchemy engines, one place for driver choice and per-connection set-up."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from ..errors import ValidationError
+from .config import DataFlowConfig
+
+log = logging.getLogger("dataflow.engine")
+
+#: Bare schemes -> the driver we ship, whatever SQLAlchemy's default for the scheme is.
+DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "sqlite": "sqlite+pysqlite",
+}
+
+#: Statements run on every new connection, per backend.
+ON_CONNECT = {
+    # Strict mode: MariaDB only warns about a value a column cannot hold; UTC for DATETIME.
+    "mysql": ["SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,"
+              "NO_AUTO_VALUE_ON_ZERO'", "SET SESSION time_zone = '+00:00'"],
+    "sqlite": ["PRAGMA foreign_keys=ON"],
+    "postgresql": [],
+}
+
+
+def safe_url(url: str | URL) -> str:
+    """A URL fit for logs and errors: the password is masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def parse_url(raw: str) -> URL:
+    """Parse and normalise a database URL, mapping bare schemes to our drivers."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError("database URL must be a non-empty string such as 'sqlite:///app.db' or "
+                              "'postgresql://user:pass@host/db'")
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ValidationError(
+            f"Malformed database URL {safe_url(raw)!r}: expected 'sqlite:///path.db', "
+            f"'postgresql://user:pass@host:5432/db' or 'mysql://user:pass@host:3306/db'") from None
+    scheme = url.drivername
+    if "+" not in scheme:
+        if scheme not in DRIVERS:
+            raise ValidationError(f"Unsupported database URL scheme {scheme!r} in {safe_url(url)!r}; "
+                                  f"use sqlite://, postgresql:// or mysql://")
+        url = url.set(drivername=DRIVERS[scheme])
+    elif url.get_backend_name() not in ("sqlite", "postgresql", "mysql", "mariadb"):
+        raise ValidationError(f"Unsupported database {url.get_backend_name()!r}; use SQLite, PostgreSQL or MySQL")
+    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    if url.get_backend_name() != "sqlite" and not url.database:
+        raise ValidationError(f"Database URL {safe_url(url)!r} names no database; add '/dbname'")
+    return url
+
+
+def backend_of(url: URL) -> str:
+    return "mysql" if url.get_backend_name() in ("mysql", "mariadb") else url.get_backend_name()
+
+
+def create_engine(config: DataFlowConfig) -> sa.Engine:
+    """A pooled engine for ``config.database_url`` with our per-connection settings."""
+    url = parse_url(config.database_url or "")
+    backend = backend_of(url)
+    kwargs: dict = {"echo": config.echo, "future": True}
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if url.database in (None, "", ":memory:"):
+            # One shared connection: every thread (Kailash may run nodes on others) sees one database.
+            kwargs["poolclass"] = sa.StaticPool
+        if config.pool_size != DataFlowConfig.pool_size or config.max_overflow != DataFlowConfig.max_overflow:
+            log.debug("pool_size/max_overflow do not apply to SQLite; ignored")
+    else:
+        kwargs.update(pool_size=config.pool_size, max_overflow=config.max_overflow,
+                      pool_timeout=config.pool_timeout, pool_recycle=config.pool_recycle,
+                      pool_pre_ping=config.pool_pre_ping)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except NoSuchModuleError:
+        raise ValidationError(f"No driver for {safe_url(url)!r}") from None
+    statements = ON_CONNECT[backend]
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        if backend == "sqlite":
+            _register_sqlite_functions(dbapi_conn)
+            # Let SQLAlchemy own transactions (pysqlite's implicit BEGIN handling is off).
+            dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for stmt in statements:
+            cur.execute(stmt)
+        cur.close()
+
+    if backend == "sqlite":
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # noqa: ANN001
+            # execution_options(sqlite_begin="IMMEDIATE") takes the write lock up front (migrations).
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}".strip())
+
+    return engine
+
+
+def _register_sqlite_functions(dbapi_conn) -> None:  # noqa: ANN001
+    try:
+        from ..query import sqlite_functions
+    except ImportError:  # the query package is optional while it is being built
+        return
+    sqlite_functions.register(dbapi_conn)

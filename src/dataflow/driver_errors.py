@@ -1,0 +1,108 @@
+"""Translate driver and SQLAlchemy errors into the DataFlow tree, in this one place.
+
+The mapping is data: per backend, the error codes that mean "duplicate", "foreign key",
+"null", "too long". The original exception stays attached (``raise ... from exc``, ``.original``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy.exc as sa_exc
+
+from .errors import (DatabaseError, DataFlowError, DuplicateKeyError, ForeignKeyError,
+                     IntegrityError, ValidationError)
+
+# PostgreSQL SQLSTATE codes.
+PG_CODES = {
+    "23505": DuplicateKeyError, "23503": ForeignKeyError, "23502": ValidationError,
+    "22001": ValidationError, "22003": ValidationError, "22P02": ValidationError, "23514": ValidationError,
+}
+# MySQL / MariaDB error numbers.
+MYSQL_CODES = {
+    1062: DuplicateKeyError, 1451: ForeignKeyError, 1452: ForeignKeyError, 1216: ForeignKeyError,
+    1217: ForeignKeyError, 1048: ValidationError, 1364: ValidationError, 1406: ValidationError,
+    1264: ValidationError, 1366: ValidationError, 3140: ValidationError, 4025: ValidationError,
+}
+# SQLite has no codes through sqlite3 before 3.11's sqlite_errorname; its messages are stable.
+SQLITE_MESSAGES = [
+    (re.compile(r"UNIQUE constraint failed"), DuplicateKeyError),
+    (re.compile(r"FOREIGN KEY constraint failed"), ForeignKeyError),
+    (re.compile(r"NOT NULL constraint failed"), ValidationError),
+    (re.compile(r"CHECK constraint failed"), ValidationError),
+]
+
+_HINT = {
+    DuplicateKeyError: "a record with the same unique value already exists",
+    ForeignKeyError: "a referenced record does not exist, or other records still refer to this one",
+    ValidationError: "a value does not fit its column",
+}
+
+
+def _classify(orig: BaseException | None) -> type[DataFlowError] | None:
+    if orig is None:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return PG_CODES.get(sqlstate)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return MYSQL_CODES.get(args[0])
+    text = str(orig)
+    for pattern, cls in SQLITE_MESSAGES:
+        if pattern.search(text):
+            return cls
+    return None
+
+
+def _detail(orig: BaseException | None) -> str:
+    """The driver's own one-line message, without the SQL or bound values."""
+    if orig is None:
+        return ""
+    diag = getattr(orig, "diag", None)  # psycopg: primary message and detail, no parameters
+    if diag is not None and getattr(diag, "message_primary", None):
+        return diag.message_primary
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        # MySQL quotes the offending value ("Duplicate entry 'a@b.c' for key ..."): keep it out.
+        return re.sub(r"entry '.*' for key", "entry for key", str(args[1]), flags=re.S)
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def translate(exc: BaseException, *, model: str | None = None, action: str = "operation",
+              where: str | None = None, constraints: dict[str, str] | None = None) -> DataFlowError:
+    """The DataFlow error for ``exc``; pass it to ``raise ... from exc``."""
+    if isinstance(exc, DataFlowError):
+        return exc
+    orig = getattr(exc, "orig", None) or exc
+    who = f"{model} {action}" if model else action
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)) or _classify(orig):
+        cls = _classify(orig) or (IntegrityError if isinstance(exc, sa_exc.IntegrityError) else ValidationError)
+        detail = _detail(orig)
+        field = next((f for name, f in (constraints or {}).items() if name in detail), None) or _field_in(detail)
+        what = f" ({field})" if field else ""
+        msg = f"{who} refused by the database{what}: {_HINT.get(cls, 'a constraint failed')} ({detail})"
+        return cls(msg, model=model, field=field, original=orig)
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or getattr(exc, "connection_invalidated", False):
+        place = f" at {where}" if where else ""
+        return DatabaseError(f"{who} failed: the database{place} is unreachable or the connection was lost "
+                             f"({_detail(orig)}); check that the server is running and the URL is right",
+                             model=model, original=orig)
+    return DatabaseError(f"{who} failed in the database driver: {type(orig).__name__}: {_detail(orig)}",
+                         model=model, original=orig)
+
+
+_FIELD_PATTERNS = [
+    re.compile(r"failed: [A-Za-z0-9_]+\.(?P<f>[A-Za-z0-9_]+)"),
+    re.compile(r"[Cc]olumn '(?P<f>[A-Za-z0-9_]+)'"),
+    re.compile(r'column "(?P<f>[A-Za-z0-9_]+)"'),
+]
+
+
+def _field_in(detail: str) -> str | None:
+    """Best effort: the field a constraint message is about (SQLite names it; ours are named uq_<table>_<field>)."""
+    for pattern in _FIELD_PATTERNS:
+        m = pattern.search(detail)
+        if m:
+            return m.group("f")
+    return None

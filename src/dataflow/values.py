@@ -1,0 +1,268 @@
+"""Check and convert field values on the way in; make records JSON-safe on the way out.
+
+One converter per field is built once per model, so a bulk load of 100,000 rows pays one
+dict lookup and one call per value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import ValidationError
+from .models import FieldSpec, ModelSpec
+
+UTC = timezone.utc
+INT64 = (-(2**63), 2**63 - 1)
+
+Converter = Callable[[Any], Any]
+
+
+class _Bad(Exception):
+    """A value does not fit; the message says what was expected."""
+
+
+def _int(v: Any) -> int:
+    if type(v) is int:
+        if INT64[0] <= v <= INT64[1]:
+            return v
+        raise _Bad("an integer within 64 bits")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return int(v)
+    raise _Bad("an integer")
+
+
+def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    raise _Bad("a number")
+
+
+def _bool(v: Any) -> bool:
+    if v is True or v is False:
+        return v
+    raise _Bad("true or false")
+
+
+def _decimal_for(f: FieldSpec) -> Converter:
+    digits_left = f.precision - f.scale
+
+    def conv(v: Any) -> Decimal:
+        if isinstance(v, bool) or not isinstance(v, (Decimal, int, float, str)):
+            raise _Bad("a decimal number (Decimal, int or numeric string)")
+        try:
+            d = v if isinstance(v, Decimal) else Decimal(str(v))
+        except InvalidOperation:
+            raise _Bad("a decimal number") from None
+        if not d.is_finite():
+            raise _Bad("a finite decimal number")
+        if d.adjusted() >= digits_left:
+            raise _Bad(f"a decimal with at most {digits_left} digits before the point")
+        if d.as_tuple().exponent < -f.scale and d != d.quantize(Decimal(1).scaleb(-f.scale)):
+            raise _Bad(f"a decimal with at most {f.scale} digits after the point")
+        return d
+    return conv
+
+
+def _datetime(v: Any) -> datetime:
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Bad("a datetime or ISO 8601 string") from None
+    if not isinstance(v, datetime):
+        raise _Bad("a datetime or ISO 8601 string")
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+def _date(v: Any) -> date:
+    if isinstance(v, str):
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            raise _Bad("a date or ISO 8601 date string") from None
+    if isinstance(v, datetime) or not isinstance(v, date):
+        raise _Bad("a date or ISO 8601 date string")
+    return v
+
+
+def _uuid(v: Any) -> uuid.UUID:
+    if isinstance(v, uuid.UUID):
+        return v
+    if isinstance(v, str):
+        try:
+            return uuid.UUID(v)
+        except ValueError:
+            pass
+    raise _Bad("a UUID or UUID string")
+
+
+def _bytes(v: Any) -> bytes:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):  # node outputs carry bytes as base64; accept them back
+        try:
+            return base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise _Bad("bytes or a base64 string")
+
+
+def _of(kind: type, what: str) -> Converter:
+    def conv(v: Any) -> Any:
+        if isinstance(v, kind):
+            return v
+        raise _Bad(what)
+    return conv
+
+
+def _str_for(f: FieldSpec) -> Converter:
+    limit = f.max_length
+
+    def conv(v: Any) -> str:
+        if type(v) is not str:
+            if not isinstance(v, str):
+                raise _Bad("a string")
+            v = str(v)
+        if limit is not None and len(v) > limit:
+            raise _Bad(f"a string of at most {limit} characters (got {len(v)})")
+        return v
+    return conv
+
+
+def converter_for(f: FieldSpec) -> Converter:
+    """The function that checks and converts one value for field ``f``."""
+    t = f.pytype
+    if t is str:
+        return _str_for(f)
+    if t is Decimal:
+        return _decimal_for(f)
+    simple: dict[type, Converter] = {
+        int: _int, float: _float, bool: _bool, datetime: _datetime, date: _date,
+        uuid.UUID: _uuid, bytes: _bytes, dict: _of(dict, "a JSON object (dict)"),
+        list: _of(list, "a JSON array (list)"),
+    }
+    return simple[t]
+
+
+class Codec:
+    """Validation of input and JSON-safe output for one model."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.converters: dict[str, Converter] = {n: converter_for(f) for n, f in spec.fields.items()}
+        self.required = [n for n, f in spec.fields.items() if f.required]
+        self.defaults = [(n, f) for n, f in spec.fields.items() if f.has_default and not f.auto]
+        self.nullable = {n for n, f in spec.fields.items() if f.nullable}
+        self.auto_pk = spec.fields[spec.primary_key].autoincrement
+
+    def _error(self, name: str, value: Any, expected: str) -> ValidationError:
+        f = self.spec.fields[name]
+        return ValidationError(
+            f"{self.spec.name}.{name} must be {expected}; got {type(value).__name__} "
+            f"(field type {f.describe_type()})", model=self.spec.name, field=name)
+
+    def unknown(self, names: Iterable[str], where: str = "data") -> ValidationError:
+        bad = sorted(set(names) - set(self.spec.fields))
+        return ValidationError(
+            f"{self.spec.name} has no field(s) {', '.join(map(repr, bad))} in {where}; "
+            f"fields are: {', '.join(self.spec.fields)}", model=self.spec.name, field=bad[0])
+
+    def value(self, name: str, value: Any) -> Any:
+        """Check one value for field ``name``."""
+        conv = self.converters.get(name)
+        if conv is None:
+            raise self.unknown([name])
+        if value is None:
+            if name in self.nullable:
+                return None
+            raise ValidationError(f"{self.spec.name}.{name} cannot be null (field type "
+                                  f"{self.spec.fields[name].describe_type()})",
+                                  model=self.spec.name, field=name)
+        try:
+            return conv(value)
+        except _Bad as bad:
+            raise self._error(name, value, str(bad)) from None
+
+    def for_create(self, data: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+        """A full row for INSERT: checked values, defaults filled, timestamps set."""
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"{self.spec.name}: a record must be a dict, got {type(data).__name__}",
+                                  model=self.spec.name)
+        convs = self.converters
+        row: dict[str, Any] = {}
+        for name, value in data.items():
+            conv = convs.get(name)
+            if conv is None:
+                raise self.unknown(data)
+            if value is None:
+                if name == self.spec.primary_key and self.auto_pk:
+                    continue  # the database assigns it
+                row[name] = self.value(name, None)  # raises unless the field is nullable
+                continue
+            try:
+                row[name] = conv(value)
+            except _Bad as bad:
+                raise self._error(name, value, str(bad)) from None
+        for name, f in self.defaults:
+            if name not in row:
+                row[name] = f.make_default()
+        for name in self.required:
+            if name not in row:
+                raise ValidationError(
+                    f"{self.spec.name}.{name} is required (field type {self.spec.fields[name].describe_type()}); "
+                    f"add it to the data", model=self.spec.name, field=name)
+        if self.spec.timestamps:
+            stamp = now or datetime.now(UTC)
+            if row.get("created_at") is None and "created_at" in self.spec.fields:
+                row["created_at"] = stamp
+            if row.get("updated_at") is None and "updated_at" in self.spec.fields:
+                row["updated_at"] = stamp
+        return row
+
+    def for_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked values for UPDATE; ``updated_at`` set unless given."""
+        if not isinstance(changes, Mapping):
+            raise ValidationError(f"{self.spec.name}: changes must be a dict, got {type(changes).__name__}",
+                                  model=self.spec.name)
+        out = {name: self.value(name, value) for name, value in changes.items()}
+        if self.spec.primary_key in out:
+            raise ValidationError(f"{self.spec.name}.{self.spec.primary_key} is the primary key and cannot be "
+                                  f"changed", model=self.spec.name, field=self.spec.primary_key)
+        if self.spec.timestamps and "updated_at" in self.spec.fields and "updated_at" not in out:
+            out["updated_at"] = datetime.now(UTC)
+        return out
+
+    def key(self, value: Any) -> Any:
+        """A checked primary key value."""
+        return self.value(self.spec.primary_key, value)
+
+
+def json_safe(value: Any) -> Any:
+    """A value as JSON can carry it: ISO datetimes, str for Decimal/UUID, base64 for bytes."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def json_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record with every value JSON-safe."""
+    return {k: json_safe(v) for k, v in record.items()}
