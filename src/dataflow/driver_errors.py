@@ -42,12 +42,12 @@ _HINT = {
 def _classify(orig: BaseException | None) -> type[DataFlowError] | None:
     if orig is None:
         return None
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # MySQL: (errno, message); its sqlstate is too coarse
+        return MYSQL_CODES.get(args[0])
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate:
         return PG_CODES.get(sqlstate)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return MYSQL_CODES.get(args[0])
     text = str(orig)
     for pattern, cls in SQLITE_MESSAGES:
         if pattern.search(text):

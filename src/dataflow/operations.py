@@ -18,6 +18,7 @@ from .binding import Binding
 from .driver_errors import translate
 from .errors import ConflictError, DataFlowError, NotFoundError, ValidationError
 from .query import compile_filter, compile_pipeline, compile_sort
+from .schema.bulk import insert_columns, insert_rows
 from .schema.upsert import insert_on_conflict
 
 if TYPE_CHECKING:
@@ -281,6 +282,12 @@ class Operations:
                                   f"got {on_conflict!r}", model=b.name)
         batch_size = self._limit(b, batch_size, "batch_size") or DEFAULT_BATCH
         now = datetime.now(UTC)
+        if on_conflict == "error" and not return_ids and data:
+            fast = b.codec.insert_columns(data, now)
+            if fast is not None:
+                with self.transaction(b, "bulk create") as conn:
+                    insert_columns(self.db.backend, conn, b.table, *fast)
+                return {"processed": len(data), "inserted": len(data), "success": True}
         rows = []
         for i, item in enumerate(data):
             try:
@@ -291,7 +298,8 @@ class Operations:
         inserted = 0
         with self.transaction(b, "bulk create") as conn:
             for keys, group in _group_by_keys(rows):
-                if on_conflict == "error" and not return_ids and self.db.copy_rows(conn, b.table, keys, group):
+                if on_conflict == "error" and not return_ids:
+                    insert_rows(self.db.backend, conn, b.table, keys, group)
                     inserted += len(group)
                     continue
                 target: list[str] = []

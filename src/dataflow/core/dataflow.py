@@ -15,7 +15,6 @@ from ..driver_errors import translate
 from ..errors import DataFlowError, ModelError
 from ..models import ModelSpec, spec_from_class, table_name_for
 from ..operations import DEFAULT_BATCH, DEFAULT_LIMIT, Operations
-from ..schema.copy import copy_rows
 from ..schema.tables import build_table
 from .config import DataFlowConfig
 from .engine import backend_of, create_engine, parse_url, safe_url
@@ -213,11 +212,6 @@ class DataFlow:
         """Names of the workflow nodes generated for a model."""
         model = self.binding(name, modelled=True).name
         return list(self._nodes.get(model, {}))
-
-    # ------------------------------------------------------------------ bulk load fast path
-    def copy_rows(self, conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict]) -> bool:
-        """Load rows with the backend's bulk path (COPY on PostgreSQL); False when there is none."""
-        return copy_rows(self.backend, conn, table, keys, rows)
 
     # ------------------------------------------------------------------ direct API
     def create(self, model: str, data: Mapping[str, Any] | None = None, **fields: Any) -> dict:

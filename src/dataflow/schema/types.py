@@ -119,6 +119,21 @@ class UUIDType(TypeDecorator):
         return uuid.UUID
 
 
+class Float8(TypeDecorator):
+    """An 8-byte double everywhere (not MySQL's 4-byte FLOAT); always returned as ``float``."""
+
+    impl = sa.Double
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        # SQLite's RETURNING hands back 2 for a stored 2.0.
+        return None if value is None else float(value)
+
+    @property
+    def python_type(self):
+        return float
+
+
 def json_type() -> sa.types.TypeEngine:
     """JSONB on PostgreSQL, JSON on MySQL, JSON text on SQLite; Python ``None`` is SQL NULL."""
     return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
@@ -137,7 +152,7 @@ def column_type(pytype: type, *, max_length: int | None = None, precision: int =
             return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
         return sa.String(max_length)
     if pytype is float:
-        return sa.Double()
+        return Float8()
     if pytype is Decimal:
         return ExactDecimal(precision, scale)
     if pytype is datetime:
