@@ -70,7 +70,7 @@ class Operations:
             return [b.pk == key, *clauses], params, f"{b.pk.name}={id!r}"
         if filt:
             clauses, params = self._where(b, filt, include_deleted=include_deleted)
-            return clauses, params, f"filter {json.dumps(filt, default=str)}"
+            return clauses, params, f"filter {_shape(filt)}"
         raise ValidationError(f"{b.name} {action} needs an 'id' or a non-empty 'filter'/'conditions'",
                               model=b.name)
 
@@ -446,6 +446,17 @@ class Operations:
                 by_key = {row[rel.remote]: row for row in found}
                 for r in records:
                     r[name] = by_key.get(r.get(rel.local))
+
+
+def _shape(value: Any) -> str:
+    """A filter's fields and operators with every value shown as ``?``: errors get logged, values may be personal."""
+    def walk(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v] if any(isinstance(x, Mapping) for x in v) else "?"
+        return "?"
+    return json.dumps(walk(value))
 
 
 def _group_by_keys(rows: list[dict]) -> list[tuple[tuple[str, ...], list[dict]]]:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite. Database tests run on SQLite and, when reachable at the
+# addresses in DEVELOPERS.md, on PostgreSQL and MySQL; set DATAFLOW_TEST_URLS to choose yourself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+PG_URL="${DATAFLOW_TEST_PG:-postgresql://postgres@127.0.0.1:5432/test}"
+MY_URL="${DATAFLOW_TEST_MYSQL:-mysql://root@127.0.0.1:3306/test}"
+if [ -z "${DATAFLOW_TEST_URLS:-}" ]; then
+  urls="sqlite"
+  if .venv/bin/python - "$PG_URL" <<'PY' 2>/dev/null; then urls="$urls,$PG_URL"; fi
+import sys, psycopg; psycopg.connect(sys.argv[1].replace("postgresql://", "postgresql://", 1), connect_timeout=3).close()
+PY
+  if .venv/bin/python - <<'PY' 2>/dev/null; then urls="$urls,$MY_URL"; fi
+import pymysql; pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", connect_timeout=3).close()
+PY
+  export DATAFLOW_TEST_URLS="$urls"
+fi
+echo "DATAFLOW_TEST_URLS=$DATAFLOW_TEST_URLS"
+exec .venv/bin/python -m pytest "$@"
