@@ -16,7 +16,7 @@ import sqlalchemy.exc as sa_exc
 
 from .binding import Binding
 from .driver_errors import translate
-from .errors import ConflictError, DataFlowError, NotFoundError, ValidationError
+from .errors import ConflictError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
 from .query import compile_filter, compile_pipeline, compile_sort
 from .schema.bulk import insert_columns, insert_rows
 from .schema.upsert import insert_on_conflict
@@ -48,8 +48,26 @@ class Operations:
         except DataFlowError:
             raise
         except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
-            raise translate(exc, model=b.name, action=action, where=self.db.safe_url,
-                            constraints=b.constraints) from exc
+            error = translate(exc, model=b.name, action=action, where=self.db.safe_url,
+                              constraints=b.constraints)
+            if isinstance(error, ForeignKeyError):
+                error = self._explain_fk(b, error, action)
+            raise error from exc
+
+    def _explain_fk(self, b: Binding, error: ForeignKeyError, action: str) -> ForeignKeyError:
+        """Name the field and the model it must point at (SQLite's message names neither)."""
+        refs = {f.name: f.references for f in b.spec.fields.values() if f.references} if b.spec else {}
+        if action.endswith("delete"):
+            incoming = [f"{r.target}.{r.remote}" for r in b.relations.values() if r.many]
+            msg = (f"{b.name} {action} refused: other records still refer to it ({', '.join(incoming) or 'a foreign key'}); "
+                   f"delete or re-point them first, or declare on_delete='cascade' or 'set_null'")
+            return ForeignKeyError(msg, model=b.name, field=error.field, original=error.original)
+        fields = [error.field] if error.field in refs else list(refs)
+        if not fields:
+            return error
+        what = " or ".join(f"{b.name}.{f} must be the id of an existing {refs[f]}" for f in fields)
+        return ForeignKeyError(f"{b.name} {action} refused: {what} (no {refs[fields[0]]} has that id)",
+                               model=b.name, field=fields[0], original=error.original)
 
     def _where(self, b: Binding, filt: Mapping | None, *, include_deleted: bool = False,
                path: str = "filter") -> tuple[list, dict]:
@@ -192,14 +210,8 @@ class Operations:
         """Records matching ``filter``, sorted (primary key by default); and whether more follow."""
         b = self.db.binding(model)
         limit = self._limit(b, limit, "limit")
-        offset = self._limit(b, offset, "offset") or 0
-        clauses, params = self._where(b, filter, include_deleted=include_deleted)
-        order = compile_sort(b.table, sort) if sort else []
-        stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, b.pk)
-        if limit is not None:
-            stmt = stmt.limit(limit + 1)
-        if offset:
-            stmt = stmt.offset(offset)
+        stmt, params = self.select_statement(b, filter, sort, None if limit is None else limit + 1, offset, fields,
+                                             include_deleted=include_deleted)
         with self.transaction(b, "list") as conn:
             records = [dict(r) for r in conn.execute(stmt, params).mappings()]
             has_more = limit is not None and len(records) > limit
@@ -208,6 +220,21 @@ class Operations:
             if include and records:
                 self._attach(conn, b, records, include)
         return records, has_more
+
+    def select_statement(self, b: Binding, filter: Mapping | None = None, sort: Any = None,
+                         limit: int | None = None, offset: int = 0, fields: Sequence[str] | None = None, *,
+                         include_deleted: bool = False) -> tuple[sa.Select, dict]:
+        """The SELECT a List runs (sorted, then by primary key, for a stable order), and its parameters."""
+        limit = self._limit(b, limit, "limit")
+        offset = self._limit(b, offset, "offset") or 0
+        clauses, params = self._where(b, filter, include_deleted=include_deleted)
+        order = compile_sort(b.table, sort) if sort else []
+        stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, b.pk)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        return stmt, params
 
     def count(self, model: str, filter: Mapping | None = None, *, include_deleted: bool = False) -> int:
         """How many records match ``filter``."""
