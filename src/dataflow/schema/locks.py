@@ -1,14 +1,17 @@
 """The migration lock: one migrator per database at a time, however many app processes start.
 
 How each database takes the lock is data (``RECIPES``); ``MigrationLock`` runs a recipe on one
-connection. The connection is switched to autocommit so that the recipe, not the driver, decides
-where the migration's transaction begins and ends:
+connection:
 
-1. session settings are changed for the migration (and restored afterwards);
+1. session settings are changed for the migration (restored afterwards);
 2. the lock is acquired, waiting at most ``timeout`` seconds;
 3. the migration's transaction begins (on SQLite, ``BEGIN IMMEDIATE`` *is* the lock);
 4. the caller plans, applies and records, then calls ``commit()``;
 5. the lock is released after the commit, so the next process sees the committed schema.
+
+Steps 1, 2 and 5 run on the driver connection between transactions, so that they hold for the
+session whatever the engine does when SQLAlchemy begins a transaction; step 3 is SQLAlchemy's
+own ``begin()``.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ class Setting:
 class LockRecipe:
     """How one database serialises migrations."""
 
-    settings: tuple[Setting, ...]
-    begin: str                     # opens the migration's transaction
-    acquire: str | None = None     # waits for the lock; its result is ``held`` once held
-    held: Any = None               # None: ``acquire`` raises instead of returning on timeout
+    settings: tuple[Setting, ...] = ()
+    acquire: str | None = None      # waits for the lock; returns ``held`` once held
+    held: Any = None                # None: ``acquire`` raises instead of returning on timeout
     release: str | None = None
-    verify: str | None = None      # run before COMMIT; any row it returns is a broken invariant
+    begin: str | None = None        # opens the transaction if SQLAlchemy's begin() did not
+    begin_options: tuple[tuple[str, str], ...] = ()  # execution options for begin()
+    verify: str | None = None       # run before COMMIT; any row it returns is a broken invariant
     transactional_ddl: bool = True  # a failed migration leaves nothing behind
 
 
@@ -61,7 +65,6 @@ RECIPES: dict[str, LockRecipe] = {
         settings=(Setting("SHOW lock_timeout", "SET lock_timeout = '{}'", "{timeout_ms}ms"),),
         acquire=f"SELECT pg_advisory_lock({ADVISORY_KEY})",
         release=f"SELECT pg_advisory_unlock({ADVISORY_KEY})",
-        begin="BEGIN",
     ),
     "mysql": LockRecipe(
         # lock_wait_timeout bounds the DDL's wait for metadata locks (the default is a year).
@@ -70,7 +73,6 @@ RECIPES: dict[str, LockRecipe] = {
         acquire=f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, {{timeout}})",
         held=1,
         release=f"SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})",
-        begin="START TRANSACTION",
         transactional_ddl=False,  # every DDL statement commits implicitly
     ),
     "sqlite": LockRecipe(
@@ -78,10 +80,13 @@ RECIPES: dict[str, LockRecipe] = {
             Setting("PRAGMA busy_timeout", "PRAGMA busy_timeout = {}", "{timeout_ms}"),
             # A table rebuild (Alembic batch mode) drops and renames the table: with foreign keys
             # on, dropping ``users`` would cascade-delete every row that references it. The pragma
-            # is a no-op inside a transaction, so it is set here, before BEGIN, and checked.
+            # is a no-op inside a transaction, so it is set here, before BEGIN, and read back.
             Setting("PRAGMA foreign_keys", "PRAGMA foreign_keys = {}", "0", checked=True),
         ),
-        begin="BEGIN IMMEDIATE",  # takes the database's write lock, waiting up to busy_timeout
+        # The write lock, waiting up to busy_timeout. DataFlow's engine emits BEGIN itself, with
+        # the ``sqlite_begin`` option; a plain pysqlite engine emits nothing, so we do.
+        begin="BEGIN IMMEDIATE",
+        begin_options=(("sqlite_begin", "IMMEDIATE"),),
         verify="PRAGMA foreign_key_check",
     ),
 }
@@ -112,74 +117,90 @@ class MigrationLock:
                         "timeout_s": str(max(1, math.ceil(timeout)))}
         self._saved: list[tuple[Setting, Any]] = []
         self._locked = False
-        self._in_transaction = False
+        self._transaction: sa.RootTransaction | None = None
+        self._raw: Any = None
 
-    def _run(self, sql: str) -> sa.CursorResult:
-        return self.conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+    def _session(self, *statements: str) -> Any:
+        """Run statements on the driver connection, outside any transaction; the last one's value."""
+        value = None
+        cursor = self._raw.cursor()
+        try:
+            for sql in statements:
+                cursor.execute(sql)
+                row = cursor.fetchone() if cursor.description else None
+                value = row[0] if row else None
+        except BaseException:
+            self._raw.rollback()
+            raise
+        finally:
+            cursor.close()
+        self._raw.commit()
+        return value
 
     def __enter__(self) -> MigrationLock:
-        self.conn.execution_options(isolation_level="AUTOCOMMIT")
+        self._raw = self.conn.connection.driver_connection
+        driver_error = self.conn.dialect.loaded_dbapi.Error
         try:
             for setting in self.recipe.settings:
-                self._saved.append((setting, self._run(setting.read).scalar()))
+                self._saved.append((setting, self._session(setting.read)))
                 wanted = setting.value.format(**self._params)
-                self._run(setting.write.format(wanted))
-                now = self._run(setting.read).scalar() if setting.checked else wanted
-                if str(now) != wanted:
+                now = self._session(setting.write.format(wanted), setting.read)
+                if setting.checked and str(now) != wanted:
                     raise MigrationError(
-                        f"could not set {setting.write.format(wanted)!r} (it is {now!r}): a transaction "
-                        "is already open on this connection; migrate on a fresh connection")
-            self._acquire()
+                        f"could not run {setting.write.format(wanted)!r} (the value is still {now!r}): a "
+                        "transaction is already open on this connection; migrate on a fresh connection")
+            self._acquire(driver_error)
         except BaseException:
-            self._restore()
+            self._cleanup()
             raise
         return self
 
-    def _acquire(self) -> None:
+    def _acquire(self, driver_error: type[BaseException]) -> None:
         what = (f"the migration lock on {self.conn.dialect.name} within {self.timeout:g} s: another "
                 "process is migrating this database or holds the lock")
-        hint = "Retry once it has finished, or raise lock_timeout."
+        hint = "Retry once it has finished, or raise the lock timeout (migration_lock_timeout)."
         try:
             if self.recipe.acquire:
-                got = self._run(self.recipe.acquire.format(**self._params)).scalar()
+                got = self._session(self.recipe.acquire.format(**self._params))
                 if self.recipe.held is not None and got != self.recipe.held:
                     raise MigrationError(f"Could not obtain {what}. {hint}")
                 self._locked = True
-            self._run(self.recipe.begin)
-            self._in_transaction = True
-        except sa.exc.DBAPIError as exc:
-            raise MigrationError(f"Could not obtain {what} ({exc.orig}). {hint}", original=exc) from exc
+            self.conn.execution_options(**dict(self.recipe.begin_options))
+            self._transaction = self.conn.begin()
+            if self.recipe.begin and not getattr(self._raw, "in_transaction", True):
+                self.conn.exec_driver_sql(self.recipe.begin)
+        except (sa.exc.DBAPIError, driver_error) as exc:
+            orig = getattr(exc, "orig", exc)
+            raise MigrationError(f"Could not obtain {what} ({orig}). {hint}", original=exc) from exc
 
     def verify(self) -> list[tuple]:
         """Rows that break an invariant the migration must keep (SQLite: foreign key violations)."""
         if not self.recipe.verify:
             return []
-        return [tuple(r) for r in self._run(self.recipe.verify).fetchall()]
+        return [tuple(r) for r in self.conn.exec_driver_sql(self.recipe.verify).fetchall()]
 
     def commit(self) -> None:
         """Commit the migration's transaction."""
-        self._run("COMMIT")
-        self._in_transaction = False
+        if self._transaction is not None:
+            self._transaction.commit()
+            self._transaction = None
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         try:
-            if self._in_transaction:
-                self._in_transaction = False
-                self._run("ROLLBACK")
-        finally:
-            try:
-                if self._locked and self.recipe.release:
-                    self._run(self.recipe.release)
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                transaction.rollback()
+            if self._locked and self.recipe.release:
                 self._locked = False
-            finally:
-                self._restore()
-
-    def _restore(self) -> None:
-        while self._saved:
-            setting, value = self._saved.pop()
-            try:
-                self._run(setting.write.format(value))
-            except sa.exc.DBAPIError:  # the connection is unusable; the pool will discard it
-                log.debug("could not restore %s", setting.write, exc_info=True)
-                self.conn.invalidate()
-                self._saved.clear()
+                self._session(self.recipe.release)
+            while self._saved:
+                setting, value = self._saved.pop()
+                self._session(setting.write.format(value))
+        except Exception:  # the connection is unusable: let the pool discard it (and its lock)
+            log.warning("could not release the migration lock cleanly; discarding the connection",
+                        exc_info=True)
+            self._saved.clear()
+            self.conn.invalidate()
