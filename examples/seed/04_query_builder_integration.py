@@ -1,0 +1,25 @@
+# Seed README, Quick Start: "Query Builder Integration".
+# Filled in: the User model (with age and department) and some users, the workflow and runtime.
+from _models import user_app
+
+from kailash.runtime.local import LocalRuntime
+from kailash.workflow.builder import WorkflowBuilder
+
+app = user_app()
+User = app.binding("User").spec.cls
+workflow = WorkflowBuilder()
+runtime = LocalRuntime(enable_monitoring=False)
+
+# --- the seed's block, as written ---
+# Use MongoDB-style query builder
+query = User.query_builder()
+query.filter({"age": {"$gt": 18}})
+query.filter({"department": {"$in": ["engineering", "sales"]}})
+query.sort({"created_at": -1})
+query.limit(10)
+
+# Convert to workflow node
+workflow.add_node("UserListNode", "filtered_users", query.to_params())
+
+results, run_id = runtime.execute(workflow.build())
+users = results["filtered_users"]
