@@ -1,12 +1,15 @@
 # Seed README, MongoDB-Style Query Builder: "Comparison Operators".
 # Filled in: the User model (age, name, department, status) and users, the workflow and runtime.
-from _models import user_app
+from _env import URL
+from _models import declare_users
 
 from kailash.runtime.local import LocalRuntime
 from kailash.workflow.builder import WorkflowBuilder
 
-app = user_app()
-User = app.binding("User").spec.cls
+from dataflow import DataFlow
+
+app = DataFlow(URL)
+User = declare_users(app)
 workflow = WorkflowBuilder()
 
 # --- the seed's block, as written ---

@@ -12,6 +12,12 @@ from dataflow import DataFlow
 def user_app(url: str = URL) -> DataFlow:
     """A DataFlow with the User model the query examples filter on, and eight users."""
     app = DataFlow(url)
+    declare_users(app)
+    return app
+
+
+def declare_users(app: DataFlow) -> type:
+    """Declare the User model on ``app`` and store eight users; return the model class."""
 
     @app.model
     class User:
@@ -42,7 +48,7 @@ def user_app(url: str = URL) -> DataFlow:
          "metadata": m, "tags": t, "skills": k}
         for n, a, d, s, m, t, k in people
     ])
-    return app
+    return User
 
 
 def order_app(url: str = URL) -> DataFlow:
