@@ -10,7 +10,7 @@ import base64
 import binascii
 import uuid
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -54,6 +54,8 @@ def _bool(v: Any) -> bool:
 
 def _decimal_for(f: FieldSpec) -> Converter:
     digits_left = f.precision - f.scale
+    quantum = Decimal(1).scaleb(-f.scale)
+    context = Context(prec=max(f.precision, 28))  # the default 28 digits cannot quantize NUMERIC(38, 10)
 
     def conv(v: Any) -> Decimal:
         if isinstance(v, bool) or not isinstance(v, (Decimal, int, float, str)):
@@ -66,7 +68,7 @@ def _decimal_for(f: FieldSpec) -> Converter:
             raise _Bad("a finite decimal number")
         if d.adjusted() >= digits_left:
             raise _Bad(f"a decimal with at most {digits_left} digits before the point")
-        if d.as_tuple().exponent < -f.scale and d != d.quantize(Decimal(1).scaleb(-f.scale)):
+        if d.as_tuple().exponent < -f.scale and d != d.quantize(quantum, context=context):
             raise _Bad(f"a decimal with at most {f.scale} digits after the point")
         return d
     return conv

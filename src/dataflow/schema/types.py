@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,6 +69,8 @@ class ExactDecimal(TypeDecorator):
         super().__init__(precision=precision, scale=scale, asdecimal=True)
         self.precision, self.scale = precision, scale
         self._quantum = Decimal(1).scaleb(-scale)
+        # The default context holds 28 digits; NUMERIC(38, 10) needs room for all 38.
+        self._context = Context(prec=max(precision, 28))
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
@@ -79,13 +81,13 @@ class ExactDecimal(TypeDecorator):
         if value is None:
             return None
         value = value if isinstance(value, Decimal) else Decimal(str(value))
-        value = value.quantize(self._quantum)
+        value = value.quantize(self._quantum, context=self._context)
         return str(value) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        return Decimal(str(value)).quantize(self._quantum)
+        return Decimal(str(value)).quantize(self._quantum, context=self._context)
 
     @property
     def python_type(self):
