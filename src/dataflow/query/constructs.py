@@ -1,0 +1,537 @@
+"""SQL constructs whose spelling differs per database.
+
+A compiled filter or pipeline does not know which database will run it, so every dialect-specific
+piece is a small SQLAlchemy construct here, compiled late by ``@compiles``. Each database's
+spelling lives in one class below (``SQLiteSQL``, ``PostgresSQL``, ``MySQLSQL``): generic code never
+branches on a dialect's name.
+
+JSON values are addressed as (document, path): the document is a JSON column or an array element,
+the path a tuple of object keys (str) and array indexes (int). Typed accessors return SQL NULL
+unless the value there has the asked-for JSON kind, which gives MongoDB's type bracketing
+(``{"$gt": 3}`` only compares numbers) and makes missing and mistyped values compare as unknown.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal as T
+from sqlalchemy.types import TypeDecorator
+
+from . import regex
+
+JsonPath = tuple  # tuple[str | int, ...]
+
+#: JSON kinds a filter value can have; each database names them differently (below).
+KINDS = ("number", "string", "bool", "null", "array", "object")
+
+
+def path_text(path: JsonPath) -> str:
+    """``("a", 0, "b")`` -> ``'a.0.b'`` (for messages)."""
+    return ".".join(str(p) for p in path)
+
+
+# -- per-database spellings ------------------------------------------------------------------
+
+class SQLiteSQL:
+    """SQLite's JSON1 functions; DataFlow's own functions come from ``sqlite_functions``."""
+
+    kind_names = {"number": ("integer", "real"), "string": ("text",), "bool": ("true", "false"),
+                  "null": ("null",), "array": ("array",), "object": ("object",)}
+
+    def path(self, c, path: JsonPath) -> str:
+        return c.render_literal_value(_dollar_path(path), sa.String())
+
+    def kind(self, c, doc: str, path: JsonPath) -> str:
+        return f"json_type({doc}, {self.path(c, path)})"
+
+    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
+        p = self.path(c, path)
+        if kind == "bool":
+            return f"(CASE json_type({doc}, {p}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+        names = _in_list(self.kind_names[kind])
+        return f"(CASE WHEN json_type({doc}, {p}) IN {names} THEN json_extract({doc}, {p}) END)"
+
+    def text(self, c, doc: str, path: JsonPath) -> str:
+        return f"({doc} -> {self.path(c, path)})"
+
+    def length(self, c, doc: str, path: JsonPath) -> str:
+        p = self.path(c, path)
+        return f"(CASE WHEN json_type({doc}, {p}) = 'array' THEN json_array_length({doc}, {p}) END)"
+
+    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
+        return f"df_json_equal({doc} -> {self.path(c, path)}, {value})"
+
+    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
+        p = self.path(c, path)
+        return (f"(json_type({doc}, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each({doc}, {p}) "
+                f"AS {alias} WHERE {predicate}))")
+
+    def element(self, c, doc: str, alias: str) -> str:
+        return f"({doc} -> {alias}.fullkey)"
+
+    def regex(self, value: str, pattern: str) -> str:
+        return f"df_regexp({pattern}, {value})"
+
+    def lower(self, value: str) -> str:
+        return f"df_lower({value})"
+
+    def numeric(self, value: str) -> str:
+        # Decimal columns hold the text of the value on SQLite (ExactDecimal): compare as numbers.
+        return f"CAST({value} AS REAL)"
+
+    def binary(self, value: str) -> str:
+        return value
+
+    def order(self, value: str, descending: bool) -> str:
+        return f"{value} DESC" if descending else f"{value} ASC"  # NULLs first ascending already
+
+    def json_element(self, value: str, encoding: str) -> str:
+        return {"json": f"json({value})", "plain": f"json_quote({value})",
+                "text": f"json_quote(CAST({value} AS TEXT))", "hex": f"json_quote(hex({value}))"}[encoding]
+
+    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
+        # SQLite 3.40 has no ORDER BY inside aggregates: df_json_agg sorts by the keys it is given.
+        flags = "".join("d" if desc else "a" for _, desc in keys) + ("u" if distinct else "")
+        args = ", ".join([element, c.render_literal_value(flags, sa.String()), *(k for k, _ in keys)])
+        return f"df_json_agg({args})"
+
+
+class PostgresSQL:
+    """PostgreSQL: JSONB operators, ARE regexes, NULL ordering made explicit."""
+
+    kind_names = {"number": ("number",), "string": ("string",), "bool": ("boolean",),
+                  "null": ("null",), "array": ("array",), "object": ("object",)}
+
+    def path(self, c, path: JsonPath) -> str:
+        return c.render_literal_value("{" + ",".join(f'"{p}"' for p in path) + "}", sa.String())
+
+    def _at(self, c, doc: str, path: JsonPath) -> str:
+        return f"({doc} #> {self.path(c, path)})" if path else doc
+
+    def kind(self, c, doc: str, path: JsonPath) -> str:
+        return f"jsonb_typeof({self._at(c, doc, path)})"
+
+    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
+        x = self._at(c, doc, path)
+        then = {"number": f"CAST({x} AS NUMERIC)", "bool": f"CAST({x} AS BOOLEAN)",
+                "string": f"({doc} #>> {self.path(c, path)})"}[kind]
+        return f"(CASE WHEN jsonb_typeof({x}) = '{self.kind_names[kind][0]}' THEN {then} END)"
+
+    def text(self, c, doc: str, path: JsonPath) -> str:
+        return f"CAST({self._at(c, doc, path)} AS TEXT)"
+
+    def length(self, c, doc: str, path: JsonPath) -> str:
+        x = self._at(c, doc, path)
+        return f"(CASE WHEN jsonb_typeof({x}) = 'array' THEN jsonb_array_length({x}) END)"
+
+    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
+        return f"({self._at(c, doc, path)} = CAST({value} AS JSONB))"
+
+    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
+        x = self._at(c, doc, path)
+        return (f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({x}) = 'array' "
+                f"THEN {x} END) AS {alias}(value) WHERE {predicate})")
+
+    def element(self, c, doc: str, alias: str) -> str:
+        return f"{alias}.value"
+
+    def regex(self, value: str, pattern: str) -> str:
+        return f"({value} ~ {pattern})"
+
+    def lower(self, value: str) -> str:
+        return f"lower({value})"
+
+    def numeric(self, value: str) -> str:
+        return value
+
+    def binary(self, value: str) -> str:
+        # MongoDB compares strings by code point; a database collation may not (en_US: 'a' < 'B').
+        return f'({value} COLLATE "C")'
+
+    def order(self, value: str, descending: bool) -> str:
+        # PostgreSQL sorts NULLs last ascending; MongoDB, SQLite and MySQL put them first.
+        return f"{value} DESC NULLS LAST" if descending else f"{value} ASC NULLS FIRST"
+
+    def json_element(self, value: str, encoding: str) -> str:
+        return {"json": value, "plain": value, "text": f"CAST({value} AS TEXT)",
+                "hex": f"encode({value}, 'hex')"}[encoding]
+
+    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
+        if distinct:
+            return f"jsonb_agg(DISTINCT {element})"
+        order = ", ".join(self.order(k, desc) for k, desc in keys)
+        return f"jsonb_agg({element} ORDER BY {order})" if order else f"jsonb_agg({element})"
+
+
+class MySQLSQL:
+    """MySQL/MariaDB: JSON columns are text; JSON_EXTRACT returns JSON text."""
+
+    kind_names = {"number": ("INTEGER", "DOUBLE", "DECIMAL", "UNSIGNED INTEGER"), "string": ("STRING",),
+                  "bool": ("BOOLEAN",), "null": ("NULL",), "array": ("ARRAY",), "object": ("OBJECT",)}
+
+    def path(self, c, path: JsonPath) -> str:
+        return c.render_literal_value(_dollar_path(path), sa.String())
+
+    def _at(self, c, doc: str, path: JsonPath) -> str:
+        return f"JSON_EXTRACT({doc}, {self.path(c, path)})"
+
+    def kind(self, c, doc: str, path: JsonPath) -> str:
+        return f"JSON_TYPE({self._at(c, doc, path)})"
+
+    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
+        x = self._at(c, doc, path)
+        test = f"JSON_TYPE({x}) IN {_in_list(self.kind_names[kind])}"
+        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"JSON_UNQUOTE({x})", "bool": f"({x} = 'true')"}[kind]
+        return f"(CASE WHEN {test} THEN {then} END)"
+
+    def text(self, c, doc: str, path: JsonPath) -> str:
+        return f"JSON_COMPACT({self._at(c, doc, path)})"
+
+    def length(self, c, doc: str, path: JsonPath) -> str:
+        x = self._at(c, doc, path)
+        return f"(CASE WHEN JSON_TYPE({x}) = 'ARRAY' THEN JSON_LENGTH({x}) END)"
+
+    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
+        return f"JSON_EQUALS({self._at(c, doc, path)}, {value})"
+
+    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
+        p = c.render_literal_value(_dollar_path(path) + "[*]", sa.String())
+        return (f"(JSON_TYPE({self._at(c, doc, path)}) = 'ARRAY' AND EXISTS (SELECT 1 FROM "
+                f"JSON_TABLE({doc}, {p} COLUMNS (v JSON PATH '$')) AS {alias} WHERE {predicate}))")
+
+    def element(self, c, doc: str, alias: str) -> str:
+        return f"{alias}.v"
+
+    def regex(self, value: str, pattern: str) -> str:
+        return f"({value} REGEXP {pattern})"
+
+    def lower(self, value: str) -> str:
+        return f"LOWER({value})"
+
+    def numeric(self, value: str) -> str:
+        return value
+
+    def binary(self, value: str) -> str:
+        return value  # tables use utf8mb4_bin (schema/tables.py); JSON_UNQUOTE yields utf8mb4_bin
+
+    def order(self, value: str, descending: bool) -> str:
+        return f"{value} DESC" if descending else f"{value} ASC"
+
+    def json_element(self, value: str, encoding: str) -> str:
+        return {"json": value, "plain": value, "text": f"CAST({value} AS CHAR)", "hex": f"HEX({value})"}[encoding]
+
+    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
+        if distinct:
+            return f"JSON_ARRAYAGG(DISTINCT {element})"
+        order = ", ".join(self.order(k, desc) for k, desc in keys)
+        return f"JSON_ARRAYAGG({element} ORDER BY {order})" if order else f"JSON_ARRAYAGG({element})"
+
+
+DIALECTS = {"sqlite": SQLiteSQL(), "postgresql": PostgresSQL(), "mysql": MySQLSQL(), "mariadb": MySQLSQL()}
+
+
+def _sql(compiler) -> Any:
+    try:
+        return DIALECTS[compiler.dialect.name]
+    except KeyError:
+        raise NotImplementedError(
+            f"DataFlow queries support sqlite, postgresql and mysql/mariadb, not {compiler.dialect.name}"
+        ) from None
+
+
+def _dollar_path(path: JsonPath) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in path)
+
+
+def _in_list(names: Sequence[str]) -> str:
+    return "(" + ", ".join(f"'{n}'" for n in names) + ")"
+
+
+# -- the constructs ----------------------------------------------------------------------------
+
+class _Construct(ColumnElement):
+    """Base: children come from ``_traverse_internals`` (for caching, cloning and binds)."""
+
+    _traverse_internals: list = []
+
+    @property
+    def _from_objects(self):
+        return list(itertools.chain(*[c._from_objects for c in self.get_children()]))
+
+
+class JsonKind(_Construct):
+    """The database's name for the JSON kind at ``path`` (NULL when missing)."""
+
+    __visit_name__ = "df_json_kind"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj)]
+
+    def __init__(self, doc, path: JsonPath = ()) -> None:
+        self.doc, self.path = doc, tuple(path)
+        self.type = sa.String()
+
+
+class JsonIs(_Construct):
+    """True when the value at ``path`` has one of ``kinds``; ``missing=True`` also accepts absence."""
+
+    __visit_name__ = "df_json_is"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj), ("kinds", T.dp_plain_obj),
+                           ("missing", T.dp_boolean)]
+
+    def __init__(self, doc, path: JsonPath, kinds: Sequence[str], *, missing: bool = False) -> None:
+        self.doc, self.path, self.kinds, self.missing = doc, tuple(path), tuple(kinds), missing
+        self.type = sa.Boolean()
+
+
+class JsonScalar(_Construct):
+    """The number, string or boolean at ``path``; NULL when missing or of another kind."""
+
+    __visit_name__ = "df_json_scalar"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj), ("kind", T.dp_string)]
+    _types = {"number": sa.Float, "string": sa.String, "bool": sa.Boolean}
+
+    def __init__(self, doc, path: JsonPath, kind: str) -> None:
+        self.doc, self.path, self.kind = doc, tuple(path), kind
+        self.type = self._types[kind]()
+
+
+class JsonText(_Construct):
+    """The JSON text of the value at ``path`` (compact); NULL when missing."""
+
+    __visit_name__ = "df_json_text"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj)]
+
+    def __init__(self, doc, path: JsonPath = ()) -> None:
+        self.doc, self.path = doc, tuple(path)
+        self.type = sa.String()
+
+
+class JsonLength(_Construct):
+    """The length of the array at ``path``; NULL when it is not an array."""
+
+    __visit_name__ = "df_json_length"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj)]
+
+    def __init__(self, doc, path: JsonPath = ()) -> None:
+        self.doc, self.path = doc, tuple(path)
+        self.type = sa.Integer()
+
+
+class JsonEquals(_Construct):
+    """The value at ``path`` equals the JSON document ``value`` (JSON text), ignoring key order."""
+
+    __visit_name__ = "df_json_equals"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj), ("value", T.dp_clauseelement)]
+
+    def __init__(self, doc, path: JsonPath, value) -> None:
+        self.doc, self.path, self.value = doc, tuple(path), value
+        self.type = sa.Boolean()
+
+
+class AnyElement(_Construct):
+    """Some element of the array at ``path`` satisfies ``predicate`` (built on ``ElementDoc(alias)``)."""
+
+    __visit_name__ = "df_any_element"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj), ("alias", T.dp_string),
+                           ("predicate", T.dp_clauseelement)]
+
+    def __init__(self, doc, path: JsonPath, alias: str, predicate) -> None:
+        self.doc, self.path, self.alias, self.predicate = doc, tuple(path), alias, predicate
+        self.type = sa.Boolean()
+
+
+class ElementDoc(_Construct):
+    """One array element as a JSON document, inside ``AnyElement(..., alias, ...)``."""
+
+    __visit_name__ = "df_element_doc"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("alias", T.dp_string)]
+
+    def __init__(self, doc, alias: str) -> None:
+        self.doc, self.alias = doc, alias
+        self.type = sa.JSON()
+
+    @property
+    def _from_objects(self):
+        return []
+
+
+class RegexPattern(TypeDecorator):
+    """A bound regex: the subset's pattern, rendered for the database when bound."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, insensitive: bool = False) -> None:
+        super().__init__()
+        self.insensitive = insensitive
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return regex.render(value, self.insensitive, regex.DIALECT_FLAVOR.get(dialect.name, "python"))
+
+
+class RegexMatch(_Construct):
+    """``value`` matches the bound subset ``pattern`` (a search, as in MongoDB)."""
+
+    __visit_name__ = "df_regex_match"
+    _traverse_internals = [("value", T.dp_clauseelement), ("pattern", T.dp_clauseelement)]
+
+    def __init__(self, value, pattern) -> None:
+        self.value, self.pattern = value, pattern
+        self.type = sa.Boolean()
+
+
+class _Unary(_Construct):
+    _traverse_internals = [("value", T.dp_clauseelement)]
+
+    def __init__(self, value, type_=None) -> None:
+        self.value = value
+        self.type = type_ if type_ is not None else value.type
+
+
+class Lower(_Unary):
+    """Lower-case a string the same way on every database (SQLite's lower() is ASCII-only)."""
+
+    inherit_cache = True
+
+    __visit_name__ = "df_lower"
+
+
+class NumericValue(_Unary):
+    """A Decimal column as a number (text on SQLite, see ``ExactDecimal``)."""
+
+    inherit_cache = True
+
+    __visit_name__ = "df_numeric"
+
+
+class BinaryCollate(_Unary):
+    """A string compared and sorted by code point, as MongoDB does."""
+
+    inherit_cache = True
+
+    __visit_name__ = "df_binary"
+
+
+class OrderKey(_Construct):
+    """One ORDER BY item, NULLs first ascending and last descending on every database."""
+
+    __visit_name__ = "df_order_key"
+    _traverse_internals = [("value", T.dp_clauseelement), ("descending", T.dp_boolean)]
+
+    def __init__(self, value, descending: bool = False) -> None:
+        self.value, self.descending = value, descending
+        self.type = value.type
+
+
+class JsonElement(_Construct):
+    """A value ready to go into a JSON array: ``encoding`` is json, plain, text or hex."""
+
+    __visit_name__ = "df_json_element"
+    _traverse_internals = [("value", T.dp_clauseelement), ("encoding", T.dp_string)]
+
+    def __init__(self, value, encoding: str) -> None:
+        self.value, self.encoding = value, encoding
+        self.type = sa.JSON()
+
+
+class JsonArrayAgg(_Construct):
+    """Aggregate ``element`` into a JSON array, in the order of ``keys`` (OrderKey list)."""
+
+    __visit_name__ = "df_json_array_agg"
+    _traverse_internals = [("element", T.dp_clauseelement), ("keys", T.dp_clauseelement_tuple),
+                           ("distinct", T.dp_boolean)]
+    # An aggregate: it must not be mistaken for a plain column by GROUP BY logic.
+    _is_aggregate = True
+
+    def __init__(self, element, keys: Sequence[OrderKey] = (), *, distinct: bool = False) -> None:
+        self.element, self.keys, self.distinct = element, tuple(keys), distinct
+        self.type = sa.JSON()
+
+
+# -- compilation -------------------------------------------------------------------------------
+
+@compiles(JsonKind)
+def _json_kind(el, c, **kw):
+    return _sql(c).kind(c, c.process(el.doc, **kw), el.path)
+
+
+@compiles(JsonIs)
+def _json_is(el, c, **kw):
+    sql = _sql(c)
+    kind = sql.kind(c, c.process(el.doc, **kw), el.path)
+    names = _in_list([n for k in el.kinds for n in sql.kind_names[k]])
+    if el.missing:
+        return f"({kind} IS NULL OR {kind} IN {names})" if el.kinds else f"({kind} IS NULL)"
+    return f"({kind} IN {names})"
+
+
+@compiles(JsonScalar)
+def _json_scalar(el, c, **kw):
+    return _sql(c).scalar(c, c.process(el.doc, **kw), el.path, el.kind)
+
+
+@compiles(JsonText)
+def _json_text(el, c, **kw):
+    return _sql(c).text(c, c.process(el.doc, **kw), el.path)
+
+
+@compiles(JsonLength)
+def _json_length(el, c, **kw):
+    return _sql(c).length(c, c.process(el.doc, **kw), el.path)
+
+
+@compiles(JsonEquals)
+def _json_equals(el, c, **kw):
+    return _sql(c).equals(c, c.process(el.doc, **kw), el.path, c.process(el.value, **kw))
+
+
+@compiles(AnyElement)
+def _any_element(el, c, **kw):
+    return _sql(c).any_element(c, c.process(el.doc, **kw), el.path, el.alias, c.process(el.predicate, **kw))
+
+
+@compiles(ElementDoc)
+def _element_doc(el, c, **kw):
+    return _sql(c).element(c, c.process(el.doc, **kw), el.alias)
+
+
+@compiles(RegexMatch)
+def _regex_match(el, c, **kw):
+    return _sql(c).regex(c.process(el.value, **kw), c.process(el.pattern, **kw))
+
+
+@compiles(Lower)
+def _lower(el, c, **kw):
+    return _sql(c).lower(c.process(el.value, **kw))
+
+
+@compiles(NumericValue)
+def _numeric(el, c, **kw):
+    return _sql(c).numeric(c.process(el.value, **kw))
+
+
+@compiles(BinaryCollate)
+def _binary(el, c, **kw):
+    return _sql(c).binary(c.process(el.value, **kw))
+
+
+@compiles(OrderKey)
+def _order_key(el, c, **kw):
+    return _sql(c).order(c.process(el.value, **kw), el.descending)
+
+
+@compiles(JsonElement)
+def _json_element(el, c, **kw):
+    return _sql(c).json_element(c.process(el.value, **kw), el.encoding)
+
+
+@compiles(JsonArrayAgg)
+def _json_array_agg(el, c, **kw):
+    keys = [(c.process(k.value, **kw), k.descending) for k in el.keys]
+    return _sql(c).array_agg(c, c.process(el.element, **kw), keys, el.distinct)
