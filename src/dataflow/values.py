@@ -12,6 +12,7 @@ import uuid
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation
 from itertools import repeat
+from math import isfinite
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -39,10 +40,17 @@ def _int(v: Any) -> int:
 
 
 def _float(v: Any) -> float:
+    # NaN and infinities: SQLite stores NaN as NULL, MySQL refuses both; refuse them everywhere.
     if type(v) is float:
-        return v
+        if isfinite(v):
+            return v
+        raise _Bad("a finite number")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise _Bad("a number within the range of a double") from None
+        return _float(v)
     raise _Bad("a number")
 
 
@@ -171,10 +179,15 @@ def _fast_ok(f: FieldSpec, col: list) -> list | None:
         if types == {int} and min(col) >= INT64[0] and max(col) <= INT64[1]:
             return col
     elif t is float:
-        if types == {float}:
+        if types == {float} and all(map(isfinite, col)):
             return col
         if types <= {int, float}:
-            return list(map(float, col))
+            try:
+                converted = list(map(float, col))
+            except OverflowError:
+                return None
+            if all(map(isfinite, converted)):
+                return converted
     elif t in (bool, dict, list, bytes, uuid.UUID, date):
         if types == {t}:
             return col
