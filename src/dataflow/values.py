@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation
@@ -126,12 +127,23 @@ def _bytes(v: Any) -> bytes:
     raise _Bad("bytes or a base64 string")
 
 
-def _of(kind: type, what: str) -> Converter:
+def _json_of(kind: type, what: str) -> Converter:
     def conv(v: Any) -> Any:
-        if isinstance(v, kind):
-            return v
-        raise _Bad(what)
+        if not isinstance(v, kind):
+            raise _Bad(what)
+        if not _is_json(v):
+            raise _Bad(f"{what} of JSON values only (str, finite number, bool, None, list, dict)")
+        return v
     return conv
+
+
+def _is_json(v: Any) -> bool:
+    """True when ``v`` encodes as strict JSON (the column's serializer would fail or store NaN otherwise)."""
+    try:
+        json.dumps(v, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _str_for(f: FieldSpec) -> Converter:
@@ -159,8 +171,8 @@ def converter_for(f: FieldSpec) -> Converter:
         return _decimal_for(f)
     simple: dict[type, Converter] = {
         int: _int, float: _float, bool: _bool, datetime: _datetime, date: _date,
-        uuid.UUID: _uuid, bytes: _bytes, dict: _of(dict, "a JSON object (dict)"),
-        list: _of(list, "a JSON array (list)"),
+        uuid.UUID: _uuid, bytes: _bytes, dict: _json_of(dict, "a JSON object (dict)"),
+        list: _json_of(list, "a JSON array (list)"),
     }
     return simple[t]
 
@@ -188,7 +200,10 @@ def _fast_ok(f: FieldSpec, col: list) -> list | None:
                 return None
             if all(map(isfinite, converted)):
                 return converted
-    elif t in (bool, dict, list, bytes, uuid.UUID, date):
+    elif t in (dict, list):
+        if types == {t} and all(map(_is_json, col)):
+            return col
+    elif t in (bool, bytes, uuid.UUID, date):
         if types == {t}:
             return col
     return None
