@@ -105,6 +105,8 @@ def type_info(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> TypeInfo:
         size = args[0]
     if family == "unknown":
         kind = text
+    elif family == "int" and text not in overrides:
+        text = name  # MySQL's display width, INTEGER(11), says nothing about the values
     return TypeInfo(text, family, kind, size, scale)
 
 

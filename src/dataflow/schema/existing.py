@@ -8,10 +8,12 @@ difference instead of applying it:
   ``VARCHAR`` column). SQLite stores any value in any column, so there a family mismatch is only
   a warning.
 * **warning** (``SchemaMismatchWarning`` and a log record): a type of the same family that
-  differs (``VARCHAR(100)`` for a ``VARCHAR(255)`` field, ``TIMESTAMP`` without time zone, ...); a
-  NULL-ability that differs; a NOT NULL column without a default that no field fills (creates
+  is narrower or of another kind (``VARCHAR(100)`` for a ``VARCHAR(255)`` field, ``TIMESTAMP``
+  without time zone, ...); a NULL-ability that differs; a NOT NULL column without a default that no field fills (creates
   will fail); a primary key or auto-increment that differs; a declared unique constraint, index
   or foreign key that the table lacks.
+
+* **info** (log only): a column wider than its field (``TEXT`` for a ``str`` field): nothing can fail.
 
 Columns, indexes and tables that the models do not mention are fine: tables made by other tools
 often carry more than a model declares.
@@ -95,10 +97,11 @@ class _Checker:
                 new = type_info(op.modify_type, self.dialect).text
                 if verdict == "incompatible" and self.dialect.name not in LOOSE_TYPES:
                     self.errors.append(f"{where} is {old}, which cannot hold the field's values ({new})")
+                elif verdict == "narrow":  # the column holds more than the field: nothing can fail
+                    log.info("existing schema: %s is %s, wider than the field (%s)", where, old, new)
                 elif verdict != "same":
                     detail = {"widen": "narrower than the field: longer or larger values will be refused",
-                              "narrow": "wider than the field", "convert": "of another kind",
-                              "incompatible": "of another type family"}[verdict]
+                              "convert": "of another kind", "incompatible": "of another type family"}[verdict]
                     self.warnings.append(f"{where} is {old}, {detail} (the model declares {new})")
             if op.modify_nullable is True:
                 self.warnings.append(f"{where} is NOT NULL but the field is optional: storing None will fail")
