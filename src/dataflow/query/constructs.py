@@ -59,6 +59,12 @@ class SQLiteSQL:
     def text(self, c, doc: str, path: JsonPath) -> str:
         return f"({doc} -> {self.path(c, path)})"
 
+    def value(self, c, doc: str, path: JsonPath) -> str:
+        return f"({doc} -> {self.path(c, path)})"
+
+    def parse(self, text: str) -> str:
+        return text
+
     def length(self, c, doc: str, path: JsonPath) -> str:
         p = self.path(c, path)
         return f"(CASE WHEN json_type({doc}, {p}) = 'array' THEN json_array_length({doc}, {p}) END)"
@@ -124,6 +130,12 @@ class PostgresSQL:
 
     def text(self, c, doc: str, path: JsonPath) -> str:
         return f"CAST({self._at(c, doc, path)} AS TEXT)"
+
+    def value(self, c, doc: str, path: JsonPath) -> str:
+        return self._at(c, doc, path)
+
+    def parse(self, text: str) -> str:
+        return f"CAST({text} AS JSONB)"
 
     def length(self, c, doc: str, path: JsonPath) -> str:
         x = self._at(c, doc, path)
@@ -192,6 +204,12 @@ class MySQLSQL:
     def text(self, c, doc: str, path: JsonPath) -> str:
         return f"JSON_COMPACT({self._at(c, doc, path)})"
 
+    def value(self, c, doc: str, path: JsonPath) -> str:
+        return self._at(c, doc, path)
+
+    def parse(self, text: str) -> str:
+        return text
+
     def length(self, c, doc: str, path: JsonPath) -> str:
         x = self._at(c, doc, path)
         return f"(CASE WHEN JSON_TYPE({x}) = 'ARRAY' THEN JSON_LENGTH({x}) END)"
@@ -223,7 +241,9 @@ class MySQLSQL:
         return f"{value} DESC" if descending else f"{value} ASC"
 
     def json_element(self, value: str, encoding: str) -> str:
-        return {"json": value, "plain": value, "text": f"CAST({value} AS CHAR)", "hex": f"HEX({value})"}[encoding]
+        # JSON_EXTRACT marks the text as JSON, so JSON_ARRAYAGG embeds it instead of quoting it.
+        return {"json": f"JSON_EXTRACT({value}, '$')", "plain": value, "text": f"CAST({value} AS CHAR)",
+                "hex": f"HEX({value})"}[encoding]
 
     def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
         if distinct:
@@ -308,6 +328,28 @@ class JsonText(_Construct):
     def __init__(self, doc, path: JsonPath = ()) -> None:
         self.doc, self.path = doc, tuple(path)
         self.type = sa.String()
+
+
+class JsonValue(_Construct):
+    """The JSON value at ``path`` as a JSON document (JSON text; JSONB on PostgreSQL)."""
+
+    __visit_name__ = "df_json_value"
+    _traverse_internals = [("doc", T.dp_clauseelement), ("path", T.dp_plain_obj)]
+
+    def __init__(self, doc, path: JsonPath = ()) -> None:
+        self.doc, self.path = doc, tuple(path)
+        self.type = sa.JSON()
+
+
+class JsonParse(_Construct):
+    """JSON text (from ``JsonText``) as a JSON document again."""
+
+    __visit_name__ = "df_json_parse"
+    _traverse_internals = [("value", T.dp_clauseelement)]
+
+    def __init__(self, value) -> None:
+        self.value = value
+        self.type = sa.JSON()
 
 
 class JsonLength(_Construct):
@@ -479,6 +521,16 @@ def _json_scalar(el, c, **kw):
 @compiles(JsonText)
 def _json_text(el, c, **kw):
     return _sql(c).text(c, c.process(el.doc, **kw), el.path)
+
+
+@compiles(JsonValue)
+def _json_value(el, c, **kw):
+    return _sql(c).value(c, c.process(el.doc, **kw), el.path)
+
+
+@compiles(JsonParse)
+def _json_parse(el, c, **kw):
+    return _sql(c).parse(c.process(el.value, **kw))
 
 
 @compiles(JsonLength)

@@ -71,7 +71,8 @@ def _from_string(text: str, path: str) -> tuple[str, int, str]:
 def sort_values(t: Target) -> list[Any]:
     """The expressions that order a target, most significant first."""
     if t.is_json:
-        rank = sa.case(*[(JsonIs(t.expr, t.path, [kind]), r) for kind, r in JSON_SORT_RANK], else_=1)
+        rank = sa.case(*[(JsonIs(t.expr, t.path, [kind]), sa.literal_column(str(r), sa.Integer()))
+                         for kind, r in JSON_SORT_RANK], else_=sa.literal_column("1", sa.Integer()))
         return [rank, JsonScalar(t.expr, t.path, "number"), BinaryCollate(JsonScalar(t.expr, t.path, "string")),
                 JsonScalar(t.expr, t.path, "bool")]
     if t.pytype is str:
