@@ -93,7 +93,8 @@ def type_info(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> TypeInfo:
     args = [int(a) for a in re.findall(r"\d+", "".join(re.findall(r"\(([^)]*)\)", text)))]
     name = re.sub(r"\s*\([^)]*\)", "", text).replace(" UNSIGNED", "").strip()
     kind = SYNONYMS.get(name, name)
-    family, size = overrides.get(text) or overrides.get(name) or TYPE_NAMES.get(name) or ("unknown", 0)
+    family, size = (overrides.get(text) or overrides.get(name) or TYPE_NAMES.get(name) or TYPE_NAMES.get(kind)
+                    or ("unknown", 0))
     if text in overrides:
         kind = text
     scale: float = 0
