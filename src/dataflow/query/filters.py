@@ -236,7 +236,7 @@ class Translator:
             if isinstance(x.value, (dict, list)):
                 raise FilterError(f"cannot compare a {t.pytype.__name__} field with a {type(x.value).__name__}",
                                   path=path)
-            return t.expr == self.bound(x, _coercer(t.pytype, path), t.bind_type)
+            return t.expr == self.bound(x, _coercer(t.pytype, path), _bind_type(t, [x.value]))
         kind = json_kind(x.value)
         if kind == "json":
             return JsonEquals(t.expr, t.path, self.bound(x, lambda v: json_document(v, path), sa.String))
@@ -248,7 +248,8 @@ class Translator:
         if not t.is_json:
             if x is None:
                 return t.expr.is_not(None)
-            return sa.or_(t.expr != self.bound(x, _coercer(t.pytype, path), t.bind_type), t.expr.is_(None))
+            bp = self.bound(x, _coercer(t.pytype, path), _bind_type(t, [x.value]))
+            return sa.or_(t.expr != bp, t.expr.is_(None))
         return negate(self.eq(t, x, path))
 
     def compare(self, t: Target, op: str, x: Any, path: str) -> Any:
@@ -265,7 +266,7 @@ class Translator:
             if kind == "string":
                 left = BinaryCollate(left)
             return fn(left, self.bound(x, lambda v: json_scalar(v, path), _BIND_TYPES[kind]))
-        left, type_ = t.expr, t.bind_type
+        left, type_ = t.expr, _bind_type(t, [x.value])
         if t.pytype is str:
             left = BinaryCollate(left)
         elif t.pytype is Decimal:
@@ -287,7 +288,7 @@ class Translator:
                     return [coerce(pytype, e, f"{path}[{i}]") for i, e in enumerate(values) if e is not None]
                 if any(isinstance(e, (dict, list)) for e in items):
                     raise FilterError(f"{op} on a {pytype.__name__} field takes scalar values", path=path)
-                parts.insert(0, t.expr.in_(self.bound(x, convert, t.bind_type, expanding=True)))
+                parts.insert(0, t.expr.in_(self.bound(x, convert, _bind_type(t, items), expanding=True)))
         else:
             kinds = {json_kind(e) for e in items} - {"null"}
             if "unsupported" in kinds:
@@ -434,6 +435,16 @@ class Translator:
 def negate(clause: Any) -> Any:
     """NOT, with unknown (NULL) counted as false first: a missing field fails the inner test."""
     return sa.not_(sa.func.coalesce(clause, sa.false()))
+
+
+def _bind_type(t: Target, samples: list) -> Any:
+    """The column's type, except that an integer column compared with fractions binds numbers."""
+    if t.pytype is int:
+        if any(isinstance(v, float) for v in samples):
+            return sa.Double()
+        if any(isinstance(v, Decimal) for v in samples):
+            return sa.Numeric(asdecimal=True)
+    return t.bind_type
 
 
 def _coercer(pytype: type, path: str) -> Callable[[Any], Any]:
