@@ -196,8 +196,8 @@ class Translator:
         if op == "$exists":
             if x not in (True, False, 0, 1):
                 raise FilterError(f"$exists needs true or false, got {x!r}", path=path)
-            exists = t.expr.is_not(None) if not t.is_json or not t.path else JsonKind(t.expr, t.path).is_not(None)
-            return exists if x else negate(exists)
+            value = JsonKind(t.expr, t.path) if t.is_json and t.path else t.expr
+            return value.is_not(None) if x else value.is_(None)
         if op == "$regex":
             insensitive = regex.check_options(siblings.get("$options", ""), path.rsplit(".", 1)[0] + ".$options")
             return self.regex(t, x, path, insensitive)
@@ -279,35 +279,46 @@ class Translator:
         if not isinstance(items, list):
             raise FilterError(f"{op} needs a list of values, got {type(items).__name__} {items!r}", path=path)
         has_none = any(e is None for e in items)
-        parts = [self.is_null(t)] if has_none else []
         if not t.is_json:
-            if len(items) > int(has_none):
-                pytype = t.pytype
-
-                def convert(values, pytype=pytype):
-                    return [coerce(pytype, e, f"{path}[{i}]") for i, e in enumerate(values) if e is not None]
-                if any(isinstance(e, (dict, list)) for e in items):
-                    raise FilterError(f"{op} on a {pytype.__name__} field takes scalar values", path=path)
-                parts.insert(0, t.expr.in_(self.bound(x, convert, _bind_type(t, items), expanding=True)))
-        else:
-            kinds = {json_kind(e) for e in items} - {"null"}
-            if "unsupported" in kinds:
-                raise FilterError(f"{op} values must be JSON values", path=path)
-            for kind in ("number", "string", "bool"):
-                if kind in kinds:
-                    def convert(values, kind=kind):
-                        return [json_scalar(e, f"{path}[{i}]") for i, e in enumerate(values)
-                                if json_kind(e) == kind]
-                    bp = self.bound(x, convert, _BIND_TYPES[kind], expanding=True)
-                    parts.append(JsonScalar(t.expr, t.path, kind).in_(bp))
-            n_json = sum(1 for e in items if json_kind(e) == "json")
-            for k in range(n_json):
-                def pick(values, k=k):
-                    docs = [e for e in values if json_kind(e) == "json"]
-                    return json_document(docs[k], path)
-                parts.append(JsonEquals(t.expr, t.path, self.bound(x, pick, sa.String)))
+            within = self._typed_in(t, x, items, path, op) if any(e is not None for e in items) else None
+            if not negated:
+                parts = [p for p in (within, t.expr.is_(None) if has_none else None) if p is not None]
+                return sa.or_(*parts) if parts else sa.false()
+            # NULL is a missing field: NOT IN matches it, unless None is in the list.
+            if within is None:
+                return t.expr.is_not(None) if has_none else sa.true()
+            if has_none:
+                return sa.and_(sa.not_(within), t.expr.is_not(None))
+            return sa.or_(sa.not_(within), t.expr.is_(None))
+        parts = [self.is_null(t)] if has_none else []
+        # JSON: one IN per kind of value, and an equality per object or array listed.
+        kinds = {json_kind(e) for e in items} - {"null"}
+        if "unsupported" in kinds:
+            raise FilterError(f"{op} values must be JSON values", path=path)
+        for kind in ("number", "string", "bool"):
+            if kind in kinds:
+                def convert(values, kind=kind):
+                    return [json_scalar(e, f"{path}[{i}]") for i, e in enumerate(values)
+                            if json_kind(e) == kind]
+                bp = self.bound(x, convert, _BIND_TYPES[kind], expanding=True)
+                parts.append(JsonScalar(t.expr, t.path, kind).in_(bp))
+        n_json = sum(1 for e in items if json_kind(e) == "json")
+        for k in range(n_json):
+            def pick(values, k=k):
+                docs = [e for e in values if json_kind(e) == "json"]
+                return json_document(docs[k], path)
+            parts.append(JsonEquals(t.expr, t.path, self.bound(x, pick, sa.String)))
         clause = sa.or_(*parts) if parts else sa.false()
         return negate(clause) if negated else clause
+
+    def _typed_in(self, t: Target, x: Any, items: list, path: str, op: str) -> Any:
+        if any(isinstance(e, (dict, list)) for e in items):
+            raise FilterError(f"{op} on a {t.pytype.__name__} field takes scalar values", path=path)
+        pytype = t.pytype
+
+        def convert(values):
+            return [coerce(pytype, e, f"{path}[{i}]") for i, e in enumerate(values) if e is not None]
+        return t.expr.in_(self.bound(x, convert, _bind_type(t, items), expanding=True))
 
     # strings
     def _string(self, t: Target, op: str, path: str) -> Any:
