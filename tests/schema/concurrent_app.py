@@ -2,7 +2,7 @@
 
 Run by test_concurrent_start.py as ``python concurrent_app.py URL START_AT HOLD``: every process
 sleeps until START_AT (so they start at the same moment), and the one that migrates holds the lock
-HOLD seconds longer (so the others really wait for it).
+HOLD seconds before its DDL (so the others, which saw the tables missing, really wait for it).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataflow import Field
 from dataflow.core.config import DataFlowConfig
 from dataflow.core.engine import create_engine
 from dataflow.models import spec_from_class
-from dataflow.schema import history
 from dataflow.schema.migrate import Migrator
 from dataflow.schema.tables import build_table
 
@@ -41,13 +40,13 @@ def main() -> int:
     for spec in specs.values():
         build_table(spec, metadata, specs.__getitem__)
     engine = create_engine(DataFlowConfig(database_url=url))
-    record = history.record
+    execute = Migrator._execute
 
-    def slow_record(*args, **kw):  # runs under the lock, after the DDL
+    def slow_execute(self, *args, **kw):  # runs under the lock, before the DDL
         time.sleep(hold)
-        return record(*args, **kw)
+        return execute(self, *args, **kw)
 
-    history.record = slow_record
+    Migrator._execute = slow_execute
     time.sleep(max(0.0, start_at - time.time()))
     began = time.monotonic()
     try:

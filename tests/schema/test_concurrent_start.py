@@ -13,7 +13,7 @@ import dataflow
 from dataflow.schema.history import history
 
 APP = Path(__file__).with_name("concurrent_app.py")
-HOLD = 0.8  # seconds the migrating process keeps the lock after its DDL
+HOLD = 1.0  # seconds the migrating process holds the lock before its DDL
 
 
 def test_three_processes_starting_at_once_migrate_exactly_once(engine, db_url):

@@ -14,10 +14,12 @@ table). Anything else in the database is invisible here.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 from alembic.autogenerate import produce_migrations
@@ -176,9 +178,28 @@ def compare(conn: sa.Connection, metadata: sa.MetaData, *, extra_tables: set[str
     def include_name(name, type_, parent_names):
         return name in wanted and name != history.HISTORY_TABLE if type_ == "table" else True
 
-    ctx = MigrationContext.configure(conn, opts={
-        "compare_type": True, "compare_server_default": False, "include_name": include_name})
-    return list(produce_migrations(ctx, metadata).upgrade_ops.ops)
+    with quiet_alembic():
+        ctx = MigrationContext.configure(conn, opts={
+            "compare_type": True, "compare_server_default": False, "include_name": include_name})
+        return list(produce_migrations(ctx, metadata).upgrade_ops.ops)
+
+
+@contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Keep Alembic's INFO chatter ("Context impl ...") out of an app's log, unless it asked for it.
+
+    DataFlow logs each change itself (logger ``dataflow.schema``). An app that set a level on the
+    ``alembic`` logger keeps it.
+    """
+    logger = logging.getLogger("alembic")
+    if logger.level != logging.NOTSET:
+        yield
+        return
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
 
 
 class Differ:

@@ -24,7 +24,7 @@ from sqlalchemy.engine.default import StrCompileDialect
 from ..errors import MigrationError
 from ..models import ModelSpec
 from . import history
-from .diff import Differ, Step
+from .diff import Differ, Step, quiet_alembic
 from .locks import MigrationLock, recipe_for
 
 log = logging.getLogger("dataflow.schema")
@@ -141,6 +141,14 @@ def _merge_alters(operations: list[ops.MigrateOperation]) -> list[ops.MigrateOpe
     return sorted(merged, key=lambda o: not (isinstance(o, ops.AlterColumnOp) and o.modify_name))
 
 
+def _batches(steps: list[Step]) -> list[tuple[str | None, list[Step]]]:
+    """One batch per existing table, at the place of its first step; every other step alone."""
+    groups: dict[str | int, list[Step]] = {}
+    for position, step in enumerate(steps):
+        groups.setdefault(step.table if step.table is not None else position, []).append(step)
+    return [(key if isinstance(key, str) else None, group) for key, group in groups.items()]
+
+
 class Migrator:
     """Bring the database behind ``engine`` to the tables of ``metadata`` (built from ``specs``)."""
 
@@ -209,33 +217,23 @@ class Migrator:
         )
 
     def _render(self, conn: sa.Connection, steps: list[Step]) -> list[str]:
-        """The exact SQL of ``steps`` on this database (Alembic offline mode, batch per table)."""
+        """The exact SQL of ``steps`` on this database (Alembic offline mode, a batch per table)."""
         out = _Statements(conn.dialect)
-        context = MigrationContext.configure(dialect=conn.dialect, opts={"as_sql": True, "output_buffer": out})
+        with quiet_alembic():
+            context = MigrationContext.configure(dialect=conn.dialect, opts={"as_sql": True, "output_buffer": out})
         operations = Operations(context)
-        order: list[str | int] = []  # tables in order of first appearance; other steps by position
-        for i, step in enumerate(steps):
-            key = step.table if step.table is not None else i
-            if key not in order:
-                order.append(key)
-        groups = {k: [s for i, s in enumerate(steps) if (s.table if s.table is not None else i) == k] for k in order}
-        reflected: dict[str, sa.Table] = {}
         with warnings.catch_warnings():
+            # Alembic flags AUTO_INCREMENT-keeping (MySQL) on every dialect's ALTER; harmless elsewhere.
             warnings.filterwarnings("ignore", message="autoincrement and existing_autoincrement only make sense")
-            self._invoke(conn, operations, groups, reflected)
+            for table, group in _batches(steps):
+                if table is None:
+                    operations.invoke(group[0].op)
+                    continue
+                copy_from = sa.Table(table, sa.MetaData(), autoload_with=conn, resolve_fks=False)
+                with operations.batch_alter_table(table, copy_from=copy_from) as batch:
+                    for op in _merge_alters([s.op for s in group]):
+                        batch.invoke(op)
         return out.statements
-
-    @staticmethod
-    def _invoke(conn, operations: Operations, groups: dict, reflected: dict[str, sa.Table]) -> None:
-        for key, group in groups.items():
-            if isinstance(key, int):
-                operations.invoke(group[0].op)
-                continue
-            if key not in reflected:
-                reflected[key] = sa.Table(key, sa.MetaData(), autoload_with=conn, resolve_fks=False)
-            with operations.batch_alter_table(key, copy_from=reflected[key]) as batch:
-                for op in _merge_alters([s.op for s in group]):
-                    batch.invoke(op)
 
     # -- applying ------------------------------------------------------------------------------
     def _execute(self, conn: sa.Connection, lock: MigrationLock, plan: MigrationPlan) -> None:
