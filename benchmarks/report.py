@@ -1,0 +1,93 @@
+"""Ratios against each path's baseline, the targets, and the printed table.
+
+Each ratio is stated in its target's own terms (the issue's):
+
+* operations layer, bulk create: its rows/s over the raw driver's rows/s, at least 0.80;
+* operations layer, single creates and List: its time over the raw driver's, at most 1.30;
+* node path: its time over (raw driver + the no-op node on the same payload), at most 1.25.
+
+For List, one more row for information: a no-op node that returns the List node's own output
+(the SDK walks every output value); its ratio column shows node / (raw + that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    baseline: str     # what the path is compared with
+    limit: float
+    higher_is_better: bool
+
+    def describe(self) -> str:
+        return f"{'>=' if self.higher_is_better else '<='}{self.limit:.2f}"
+
+    def met(self, ratio: float) -> bool:
+        return ratio >= self.limit if self.higher_is_better else ratio <= self.limit
+
+
+#: (case, path) -> target; the no-op node and the raw driver are baselines, with none.
+TARGETS = {
+    ("bulk", "ops"): Target("raw rows/s", 0.80, True),
+    ("create", "ops"): Target("raw time", 1.30, False),
+    ("list", "ops"): Target("raw time", 1.30, False),
+    ("create", "node"): Target("raw + no-op time", 1.25, False),
+    ("bulk", "node"): Target("raw + no-op time", 1.25, False),
+    ("list", "node"): Target("raw + no-op time", 1.25, False),
+}
+
+HEADER = ("backend", "case", "path", "seconds", "rate", "ratio", "vs", "target", "result")
+
+
+def ratio(case: str, path: str, times: dict[str, float]) -> float | None:
+    """The path's ratio to its baseline, in its target's terms; None for a baseline path."""
+    if (case, path) not in TARGETS:
+        return None
+    if path == "node":
+        return times["node"] / (times["raw"] + times["noop"])
+    if case == "bulk":
+        return times["raw"] / times["ops"]  # rows/s over rows/s: the same rows, so inverse times
+    return times["ops"] / times["raw"]
+
+
+def rows_of(timings: list[dict]) -> list[tuple[str, ...]]:
+    """Table rows, in run order, with ratio and verdict."""
+    times: dict[tuple[str, str], dict[str, float]] = {}
+    for t in timings:
+        times.setdefault((t["backend"], t["case"]), {})[t["path"]] = t["seconds"]
+    out = []
+    for t in timings:
+        unit = "rows/s" if t["case"] == "bulk" else "ops/s"
+        rate = f"{t['units'] / t['seconds']:,.0f} {unit}"
+        r = ratio(t["case"], t["path"], times[(t["backend"], t["case"])])
+        target = TARGETS.get((t["case"], t["path"]))
+        if t["path"] == "echo":
+            run = times[(t["backend"], t["case"])]
+            cells = (f"{run['node'] / (run['raw'] + run['echo']):.2f}", "node / (raw + this)", "", "info")
+        elif r is None or target is None:
+            cells = ("", "baseline" if t["path"] == "raw" else "SDK cost", "", "")
+        else:
+            cells = (f"{r:.2f}", target.baseline, target.describe(), "PASS" if target.met(r) else "MISS")
+        out.append((t["backend"], t["label"], t["how"], f"{t['seconds']:.4f}", rate, *cells))
+    return out
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """A plain fixed-width table (numbers right-aligned)."""
+    numeric = {3, 4, 5}
+    all_rows = [HEADER, *rows]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(HEADER))]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    body, last = [], None
+    for r in rows:
+        if last is not None and (r[0], r[1]) != last:
+            body.append("")
+        body.append(line(r).rstrip())
+        last = (r[0], r[1])
+    return "\n".join([line(HEADER).rstrip(), rule, *body])

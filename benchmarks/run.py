@@ -1,0 +1,90 @@
+"""Time DataFlow's operations layer and its nodes against the raw drivers; print each ratio.
+
+    python benchmarks/run.py [--backend sqlite|postgresql|mysql|all] [--rows 100000]
+                             [--creates 1000] [--repeat 3] [--lists 200]
+
+Each backend runs in a fresh process of its own. The script measures, it does not assert:
+it exits 0 whether targets are met or not (and when a server is not reachable, that
+backend is reported as skipped). See benchmarks/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+import report
+from suite import CASES, Options, run_backend
+from workload import BACKENDS, DEFAULT_BACKENDS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="default",
+                   help="sqlite, postgresql, mysql, all, or a comma-separated list (default: sqlite,postgresql)")
+    p.add_argument("--rows", type=int, default=Options.rows, help="rows for bulk create and the List table")
+    p.add_argument("--creates", type=int, default=Options.creates, help="single creates per path")
+    p.add_argument("--repeat", type=int, default=Options.repeat,
+                   help="repeats of bulk create and List per path; the median is reported")
+    p.add_argument("--lists", type=int, default=Options.lists, help="List calls per repeat")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
+    args = p.parse_args(argv)
+    args.cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
+    if not args.cases or set(args.cases) - set(CASES):
+        p.error(f"--cases takes a comma-separated subset of {', '.join(CASES)}")
+    if args.backend == "default":
+        args.backends = list(DEFAULT_BACKENDS)
+    elif args.backend == "all":
+        args.backends = list(BACKENDS)
+    else:
+        args.backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+        unknown = [b for b in args.backends if b not in BACKENDS]
+        if unknown:
+            p.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)} or all")
+    for name in ("rows", "creates", "repeat", "lists"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists, cases=args.cases)
+    print(f"DataFlow benchmarks: {', '.join(args.backends)}; rows={opts.rows:,} creates={opts.creates:,} "
+          f"repeat={opts.repeat} lists={opts.lists} (Python {platform.python_version()})", flush=True)
+    timings: list[dict] = []
+    notes: list[str] = []
+    failed = False
+    spawn = multiprocessing.get_context("spawn")
+    for backend in args.backends:
+        print(f"  {backend} ...", flush=True)
+        # A fresh process per backend: no engine, registry or runtime state carries over.
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            try:
+                out = pool.submit(run_backend, backend, asdict(opts)).result()
+            except Exception as exc:  # a bug or a crash: report it, keep the other backends
+                failed = True
+                notes.append(f"{backend}: FAILED: {type(exc).__name__}: {exc}")
+                continue
+        if "skipped" in out:
+            notes.append(f"{backend}: skipped ({out['skipped']})")
+            continue
+        timings.extend(out["timings"])
+        if out["list_sql"]:
+            notes.append(f"{backend}: List SQL: {' '.join(out['list_sql'].split())}")
+    print()
+    if timings:
+        print(report.table(report.rows_of(timings)))
+        print()
+    for note in notes:
+        print(note)
+    # Targets are reported, never enforced: only a benchmark that could not run is an error.
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

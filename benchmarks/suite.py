@@ -1,0 +1,242 @@
+"""One backend's run: three cases, each timed along four paths.
+
+Paths: the raw driver (the baseline), the operations layer (``db.create`` ...), a no-op Kailash
+node fed the same payload (the SDK's own cost), and the generated node, each node path a
+one-node workflow built once and run by ``LocalRuntime(enable_monitoring=False)``.
+Every path is warmed up once; paths take turns within each repeat, so drift in the machine
+or the database hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from statistics import median
+from time import perf_counter
+from typing import Callable
+
+import sqlalchemy as sa
+from kailash.nodes.base import NodeRegistry
+from kailash.runtime.local import LocalRuntime
+from kailash.workflow.builder import WorkflowBuilder
+
+import raw as raw_driver
+import workload
+from noop import noop_like
+from workload import LIST_AGE, TABLE
+
+MODEL = "BenchUser"
+LIST_LIMIT = 100
+SINGLE_ROUND = 100  # single creates run in rounds of this many per path, paths taking turns
+CASES = ("create", "bulk", "list")
+
+
+@dataclass
+class Options:
+    rows: int = 100_000
+    creates: int = 1_000
+    repeat: int = 3
+    lists: int = 200
+    cases: tuple[str, ...] = field(default=CASES)
+
+
+@dataclass
+class Timing:
+    """The median time of one path through one case."""
+
+    backend: str
+    case: str         # "create", "bulk", "list"
+    label: str        # what the work is, for the table
+    path: str         # "raw", "ops", "noop", "node"; "echo" for List (see noop.py)
+    how: str          # how the path does it, for the table
+    seconds: float
+    units: int        # rows (bulk) or operations (create, list) done in ``seconds``
+
+
+def run_backend(backend: str, options: dict) -> dict:
+    """Measure every case on ``backend``; ``{"timings": [...], "list_sql": ...}`` or ``{"skipped": why}``."""
+    opts = Options(**options)
+    # The SDK warns once per process that its optional trust subsystem is absent; not ours to report.
+    logging.getLogger("kailash.runtime.durable").setLevel(logging.ERROR)
+    scratch = workload.workdir()
+    try:
+        try:
+            url = workload.database_url(backend, scratch)
+        except sa.exc.OperationalError as exc:  # a server that is not running is a skip, not a failure
+            return {"skipped": f"not reachable: {str(exc.orig).splitlines()[0]}"}
+        db = workload.open_dataflow(url)
+        raw = raw_driver.connect(db.url, returning=db.engine.dialect.insert_returning)
+        try:
+            with LocalRuntime(enable_monitoring=False) as rt:
+                bench = Bench(backend, db, raw, rt, opts)
+                cases = {"create": bench.single_creates, "bulk": bench.bulk_create, "list": bench.list}
+                timings = [t for case in opts.cases for t in cases[case]()]
+            return {"timings": [asdict(t) for t in timings], "list_sql": bench.list_sql}
+        finally:
+            raw.close()
+            db.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Bench:
+    """The three cases on one database."""
+
+    def __init__(self, backend: str, db, raw: raw_driver.RawDriver, rt: LocalRuntime, opts: Options) -> None:
+        self.backend, self.db, self.raw, self.rt, self.opts = backend, db, raw, rt, opts
+        self.list_sql = ""
+
+    # ---------------------------------------------------------------- helpers
+    def _node(self, node: str, node_id: str) -> Callable[[dict], dict]:
+        """A one-node workflow, built once; returns a function that runs it on a payload."""
+        wb = WorkflowBuilder()
+        wb.add_node(node, node_id, {})
+        wf = wb.build()
+        rt = self.rt
+
+        def run(payload: dict) -> dict:
+            results, _ = rt.execute(wf, parameters={node_id: payload})
+            return results[node_id]
+        return run
+
+    def _pair(self, node: str, node_id: str) -> tuple[Callable, Callable]:
+        """The generated node and its no-op twin, as workflow runners."""
+        return self._node(node, node_id), self._node(noop_like(NodeRegistry.get(node)), node_id)
+
+    def _count(self) -> int:
+        with self.db.engine.connect() as conn:
+            return conn.exec_driver_sql(f"SELECT count(*) FROM {TABLE}").scalar_one()
+
+    def _timings(self, case: str, label: str, units: int, times: dict[str, float],
+                 how: dict[str, str]) -> list[Timing]:
+        return [Timing(self.backend, case, label, path, how[path], times[path], units) for path in times]
+
+    # ---------------------------------------------------------------- (a) single creates
+    def single_creates(self) -> list[Timing]:
+        n = self.opts.creates
+        db, raw = self.db, self.raw
+        node, noop = self._pair(f"{MODEL}CreateNode", "create")
+        paths: dict[str, Callable[[list[dict]], None]] = {
+            "raw": raw.create_each,
+            "ops": lambda rows: [db.create(MODEL, r) for r in rows],
+            "noop": lambda rows: [noop(r) for r in rows],
+            "node": lambda rows: [node(r) for r in rows],
+        }
+        warm = workload.make_rows(20)
+        for fn in paths.values():
+            fn(warm)
+        _check(node(warm[0])["email"] == warm[0]["email"], "the Create node returns the record")
+        raw.truncate()
+
+        rows = workload.make_rows(n)
+        times = dict.fromkeys(paths, 0.0)
+        for start in range(0, n, SINGLE_ROUND):
+            chunk = rows[start:start + SINGLE_ROUND]
+            for path, fn in paths.items():
+                times[path] += _timed(fn, chunk)
+        _check(self._count() == 3 * n, "raw, ops and node each insert every record")
+        raw.truncate()
+        returning = "INSERT RETURNING" if raw.returning else "INSERT + SELECT"
+        how = {"raw": f"raw {returning}", "ops": "db.create", "noop": "no-op node", "node": f"{MODEL}CreateNode"}
+        return self._timings("create", f"create x{n:,}", n, times, how)
+
+    # ---------------------------------------------------------------- (b) bulk create
+    def bulk_create(self) -> list[Timing]:
+        n = self.opts.rows
+        db, raw = self.db, self.raw
+        node, noop = self._pair(f"{MODEL}BulkCreateNode", "bulk")
+        paths: dict[str, Callable[[list[dict]], object]] = {
+            "raw": raw.bulk_create,
+            "ops": lambda rows: db.bulk_create(MODEL, rows),
+            "noop": lambda rows: noop({"data": rows}),
+            "node": lambda rows: node({"data": rows}),
+        }
+        warm = workload.make_rows(min(n, 1000))
+        for fn in paths.values():
+            raw.truncate()
+            fn(warm)
+
+        rows = workload.make_rows(n)
+        samples: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(self.opts.repeat):
+            for path, fn in paths.items():
+                raw.truncate()
+                samples[path].append(_timed(fn, rows))
+                if path != "noop":
+                    _check(self._count() == n, f"{path} inserts every record")
+        raw.truncate()
+        how = {"raw": "raw COPY" if self.backend == "postgresql" else "raw executemany",
+               "ops": "db.bulk_create", "noop": "no-op node", "node": f"{MODEL}BulkCreateNode"}
+        return self._timings("bulk", f"bulk create {n:,}", n, _medians(samples), how)
+
+    # ---------------------------------------------------------------- (c) filtered List
+    def list(self) -> list[Timing]:
+        n, calls = self.opts.rows, self.opts.lists
+        db, raw = self.db, self.raw
+        raw.truncate()
+        raw.bulk_create(workload.make_rows(n))
+        raw.analyze()  # fresh statistics, so the planner uses the age index on both paths
+        node, noop = self._pair(f"{MODEL}ListNode", "list")
+        where = {"age": LIST_AGE}
+        payload = {"filter": where, "limit": LIST_LIMIT}
+        # A twin that returns the List node's real output: the SDK's share of handling 100 records.
+        echo = self._node(noop_like(NodeRegistry.get(f"{MODEL}ListNode"), output=node(payload)), "list")
+
+        sql, params = self._captured(lambda: db.list(MODEL, where, limit=LIST_LIMIT))
+        self.list_sql = sql
+        expected = min(LIST_LIMIT, n // workload.AGES)
+        _check(len(raw.select(sql, params)) == min(LIST_LIMIT + 1, n // workload.AGES), "raw SELECT rows")
+        _check(len(db.list(MODEL, where, limit=LIST_LIMIT)) == expected, "db.list returns the matching rows")
+        _check(node(payload)["count"] == expected, "the List node returns the matching rows")
+
+        paths: dict[str, Callable[[int], None]] = {
+            "raw": lambda k: [raw.select(sql, params) for _ in range(k)],
+            "ops": lambda k: [db.list(MODEL, where, limit=LIST_LIMIT) for _ in range(k)],
+            "noop": lambda k: [noop(payload) for _ in range(k)],
+            "echo": lambda k: [echo(payload) for _ in range(k)],
+            "node": lambda k: [node(payload) for _ in range(k)],
+        }
+        for fn in paths.values():
+            fn(max(1, calls // 10))
+        samples: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(self.opts.repeat):
+            for path, fn in paths.items():
+                samples[path].append(_timed(fn, calls))
+        raw.truncate()
+        how = {"raw": "raw SELECT", "ops": "db.list", "noop": "no-op node", "node": f"{MODEL}ListNode",
+               "echo": "no-op node, same output"}
+        return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
+
+    def _captured(self, call: Callable[[], object]) -> tuple[str, object]:
+        """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``."""
+        seen: list[tuple[str, object]] = []
+
+        def grab(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+            if statement.lstrip().upper().startswith("SELECT") and TABLE in statement:
+                seen.append((statement, parameters))
+
+        sa.event.listen(self.db.engine, "before_cursor_execute", grab)
+        try:
+            call()
+        finally:
+            sa.event.remove(self.db.engine, "before_cursor_execute", grab)
+        return seen[-1]
+
+
+def _check(ok: bool, what: str) -> None:
+    """Stop the run when a path did not do its work (a fast wrong answer is no result)."""
+    if not ok:
+        raise RuntimeError(f"benchmark check failed: {what}")
+
+
+def _timed(fn: Callable, arg: object) -> float:
+    gc.collect()  # start each sample with no garbage left by the previous one
+    start = perf_counter()
+    fn(arg)
+    return perf_counter() - start
+
+
+def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {path: median(ts) for path, ts in samples.items()}
