@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Optional
 from uuid import UUID
@@ -94,6 +94,36 @@ def test_added_fields_appear_and_rows_are_kept(engine):
         ("ada", 7, "100% sure", None), ("bob", 7, "100% sure", None)]
     assert migrator(engine, Member).plan().is_empty
     assert len(history(engine)) == 2
+
+
+def test_existing_rows_get_defaults_of_every_type(engine):
+    class Thing:
+        name: str
+
+    migrator(engine, Thing).apply()
+    insert(engine, "things", {"name": "a"})
+    defaults = dict(flag=True, off=False, ratio=1.5, price=Decimal("2.5"), day=date(2020, 1, 2),
+                    at=datetime(2020, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc),
+                    uid=UUID("12345678-1234-5678-1234-567812345678"), quote="it's 50%", version=3)
+
+    class Thing:  # noqa: F811
+        name: str
+        flag: bool = True
+        off: bool = False
+        ratio: float = 1.5
+        price: Decimal = Decimal("2.5")
+        day: date = date(2020, 1, 2)
+        at: datetime = datetime(2020, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
+        uid: UUID = UUID("12345678-1234-5678-1234-567812345678")
+        quote: str = "it's 50%"
+        version: int = 3
+
+    m = migrator(engine, Thing)
+    m.apply()
+    with engine.connect() as conn:  # read through the model's types
+        row = conn.execute(sa.select(m.metadata.tables["things"])).mappings().one()
+    assert {k: row[k] for k in defaults} == defaults
+    assert m.plan().is_empty
 
 
 def test_required_field_without_default_fails_and_changes_nothing(engine):
