@@ -325,6 +325,7 @@ def test_unknown_tables_are_never_touched_and_removed_models_are_only_reported(e
     plan = migrator(engine, Keep).plan()
     assert [c.description.split(":")[0] for c in plan.destructive] == ["drop table gones"]
     assert "legacy_stuff" not in str(plan)
+    assert migrator(engine).plan().is_empty  # an instance without models proposes no drop at all
     migrator(engine, Keep).apply()
     assert "gones" in tables(engine)
     migrator(engine, Keep).apply(allow_destructive=True)

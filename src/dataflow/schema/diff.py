@@ -230,7 +230,8 @@ class Differ:
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> Differ:
         self._check_renames()
-        managed = history.managed_tables(self.conn)
+        # An instance without models (a script that only reads) has no say over any table.
+        managed = history.managed_tables(self.conn) if self.metadata.tables else set()
         found = compare(self.conn, self.metadata, extra_tables=managed)
         self.created = {op.table_name for op in found if isinstance(op, ops.CreateTableOp)}
         for op in found:
