@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import sqlalchemy as sa
 from alembic.operations import Operations, ops
@@ -166,7 +168,7 @@ class Migrator:
         Raises ``MigrationError`` when the models cannot be reached safely (e.g. a new required
         field without a default), naming the model, the field and what to do.
         """
-        with self.engine.connect() as conn:
+        with self._database_errors("compare the models with"), self.engine.connect() as conn:
             return self._plan(conn, allow_destructive)
 
     def apply(self, *, allow_destructive: bool = False) -> MigrationPlan:
@@ -179,7 +181,8 @@ class Migrator:
         if not first.sql:
             self._report(first)
             return first
-        with self.engine.connect() as conn, MigrationLock(conn, timeout=self.lock_timeout) as lock:
+        with self._database_errors("migrate"), self.engine.connect() as conn, \
+                MigrationLock(conn, timeout=self.lock_timeout) as lock:
             plan = self._plan(conn, allow_destructive)
             if plan.sql:
                 self._execute(conn, lock, plan)
@@ -190,6 +193,15 @@ class Migrator:
             lock.commit()
         self._report(plan)
         return plan
+
+    @contextmanager
+    def _database_errors(self, action: str) -> Iterator[None]:
+        """Driver errors outside a statement of ours (connecting, reflecting) as MigrationError."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise MigrationError(f"Could not {action} the {self.engine.dialect.name} database: {exc.orig}",
+                                 original=exc) from exc
 
     # -- planning ------------------------------------------------------------------------------
     def _plan(self, conn: sa.Connection, allow_destructive: bool) -> MigrationPlan:
