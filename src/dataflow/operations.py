@@ -121,9 +121,12 @@ class Operations:
         row = b.codec.for_create(data)
         with self.transaction(b, "create") as conn:
             if self.db.engine.dialect.insert_returning:
-                return dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
-            result = conn.execute(b.table.insert(), row)
-            return self._select_one(conn, b, result.inserted_primary_key[0])
+                record = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
+            else:
+                result = conn.execute(b.table.insert(), row)
+                record = self._select_one(conn, b, result.inserted_primary_key[0])
+            self._advance_sequence(conn, b, row)
+            return record
 
     def read(self, model: str, id: Any = None, filter: Mapping | None = None, *,
              raise_on_not_found: bool = True, include: Sequence[str] | None = None,
@@ -287,8 +290,10 @@ class Operations:
                     row = b.codec.for_create({**(create or {}), **(update or {}), **where})
                     if self.db.engine.dialect.insert_returning:
                         rec = conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one()
+                        self._advance_sequence(conn, b, row)
                         return True, dict(rec)
                     pk = conn.execute(b.table.insert(), row).inserted_primary_key[0]
+                    self._advance_sequence(conn, b, row)
                     return True, self._select_one(conn, b, pk)
             except DataFlowError as exc:
                 # Another writer inserted the same key between our SELECT and INSERT: update it instead.
@@ -314,6 +319,7 @@ class Operations:
             if fast is not None:
                 with self.transaction(b, "bulk create") as conn:
                     insert_columns(self.db.backend, conn, b.table, *fast)
+                    self._advance_sequence(conn, b, fast[0])
                 return {"processed": len(data), "inserted": len(data), "success": True}
         rows = []
         for i, item in enumerate(data):
@@ -328,6 +334,7 @@ class Operations:
                 if on_conflict == "error" and not return_ids:
                     insert_rows(self.db.backend, conn, b.table, keys, group)
                     inserted += len(group)
+                    self._advance_sequence(conn, b, keys)
                     continue
                 target: list[str] = []
                 if on_conflict == "error":
@@ -347,6 +354,7 @@ class Operations:
                     inserted += len(chunk) - existing
                     if return_ids and on_conflict == "skip":
                         ids.extend(self._keys_of(conn, b, target, chunk))
+                self._advance_sequence(conn, b, keys)
         out = {"processed": len(rows), "inserted": inserted, "success": True}
         if on_conflict == "skip":
             out["skipped"] = len(rows) - inserted
@@ -427,7 +435,24 @@ class Operations:
                     conn.execute(stmt, chunk)
                     updated += existing
                     inserted += len(chunk) - existing
+                self._advance_sequence(conn, b, keys)
         return {"processed": len(rows), "inserted": inserted, "updated": updated, "success": True}
+
+    def _advance_sequence(self, conn, b: Binding, keys: Iterable[str]) -> None:
+        """PostgreSQL: keys given explicitly do not move a serial's sequence; move it past the largest.
+
+        Without this, the next automatic key collides with a stored one (``create(id=1)`` then
+        ``create()`` raised a DuplicateKeyError). SQLite and MySQL continue after the largest key already.
+        """
+        if self.db.backend != "postgresql" or not b.codec.auto_pk or b.pk.name not in keys:
+            return
+        q = conn.dialect.identifier_preparer
+        table, pk = q.format_table(b.table), q.quote(b.pk.name)
+        seq = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%s, %s)", (table, b.pk.name)).scalar()
+        if seq:  # a quoted name from the server itself
+            conn.exec_driver_sql(
+                f"SELECT setval(%s::regclass, m) FROM (SELECT MAX({pk}) AS m FROM {table}) AS s "
+                f"WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq})", (seq,))
 
     def _existing(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> int:
         """How many of ``chunk``'s conflict keys are already stored (for inserted/updated counts)."""
