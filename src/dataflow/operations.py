@@ -367,6 +367,12 @@ class Operations:
             unknown = [c for c in conflict_on if c not in b.spec.fields]
             if unknown:
                 raise b.codec.unknown(unknown, "conflict_on")
+            if not _is_unique(b.table, conflict_on):
+                # Else PostgreSQL and SQLite fail with a driver error and MySQL ignores the target.
+                raise ValidationError(f"{b.name}: conflict_on {list(conflict_on)} must be the primary key, a unique "
+                                      f"field or a unique group of fields; declare it unique "
+                                      f"(Field(unique=True) or __dataflow__ 'unique')", model=b.name,
+                                      field=conflict_on[0])
             return list(conflict_on)
         if b.pk.name in keys:
             return [b.pk.name]
@@ -509,6 +515,14 @@ def _shape(value: Any) -> str:
             return [walk(x) for x in v] if any(isinstance(x, Mapping) for x in v) else "?"
         return "?"
     return json.dumps(walk(value))
+
+
+def _is_unique(table: sa.Table, names: Sequence[str]) -> bool:
+    """True when ``names`` are exactly the columns of the primary key, a unique constraint or a unique index."""
+    wanted = set(names)
+    groups = [c.columns for c in table.constraints if isinstance(c, (sa.PrimaryKeyConstraint, sa.UniqueConstraint))]
+    groups += [i.columns for i in table.indexes if i.unique]
+    return any({c.name for c in cols} == wanted for cols in groups)
 
 
 def _group_by_keys(rows: list[dict]) -> list[tuple[tuple[str, ...], list[dict]]]:
