@@ -191,10 +191,8 @@ def spec_from_class(cls: type) -> ModelSpec:
         default, factory = _MISSING, None
         if callable(raw_default) and not isinstance(raw_default, (type, str, int, float, bool)):
             factory = raw_default
-        elif isinstance(raw_default, (dict, list)):
-            snapshot = raw_default
-            factory = (lambda v=snapshot: __import__("copy").deepcopy(v))
         elif raw_default is not _MISSING:
+            # A literal list/dict default is a constant too: rows get it serialised, never shared.
             default = raw_default
         if default is None:
             nullable = True

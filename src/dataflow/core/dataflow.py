@@ -139,29 +139,48 @@ class DataFlow:
                 return
             if self._closed:
                 raise DataFlowError("This DataFlow instance is closed; create a new one")
-            self._migrate_now(allow_destructive=False, dry_run=False)
+            from ..schema import lifecycle
+
+            self._check_references()
+            lifecycle.start(self)
             self._ready = True
 
-    def _migrate_now(self, *, allow_destructive: bool, dry_run: bool):
-        from ..schema import lifecycle
-
+    def _check_references(self) -> None:
         missing = [f"{s.name}.{f.name} -> {f.references}" for s in self._specs.values()
                    for f in s.fields.values() if f.references and f.references not in self._specs]
         if missing:
-            raise ModelError(f"Foreign keys reference undeclared models: {', '.join(missing)}")
-        return lifecycle.bring_up_to_date(self, allow_destructive=allow_destructive, dry_run=dry_run)
+            raise ModelError(f"Foreign keys reference undeclared models: {', '.join(missing)}; declare them "
+                             f"with @db.model")
+
+    @property
+    def specs(self) -> dict[str, ModelSpec]:
+        """The declared models' specs, by model name."""
+        return dict(self._specs)
 
     def migrate(self, *, allow_destructive: bool = False, dry_run: bool = False):
-        """Compare the models with the database and apply the difference; return the plan."""
+        """Compare the models with the database and apply the difference; return the ``MigrationPlan``.
+
+        Destructive changes (dropped columns or tables, narrowed types) are only reported unless
+        ``allow_destructive=True``; ``dry_run=True`` changes nothing.
+        """
+        from ..schema import lifecycle
+
         with self._lock:
-            plan = self._migrate_now(allow_destructive=allow_destructive, dry_run=dry_run)
+            self._check_references()
+            plan = lifecycle.migrate(self, allow_destructive=allow_destructive, dry_run=dry_run)
             if not dry_run:
                 self._ready = True
             return plan
 
     def schema_diff(self):
-        """What a migration would do, as SQL, without doing it."""
+        """What a migration would do, as a ``MigrationPlan`` with its SQL, without doing it."""
         return self.migrate(dry_run=True)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Applied migrations, oldest first (the ``dataflow_migrations`` table)."""
+        from ..schema.history import history
+
+        return history(self.engine)
 
     def close(self) -> None:
         """Release the connection pool and this instance's node names."""
