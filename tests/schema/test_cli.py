@@ -39,22 +39,25 @@ def app(tmp_path, monkeypatch, db_url):
     """Write an app module in a fresh directory; return a function that (re)writes it, giving its name."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    names: list[str] = []
 
     def write(extra: str = "", body: str | None = None) -> str:
         name = f"cli_app_{uuid.uuid4().hex[:8]}"
         source = body if body is not None else APP.format(url=db_url, extra=textwrap.indent(extra, "    "))
         (tmp_path / f"{name}.py").write_text(source)
-        names.append(name)
         return name
 
     yield write
-    for name in names:
-        sys.modules.pop(name, None)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    """Run the command as a fresh process would: the app module is imported anew each time."""
+    try:
+        code = main(list(argv))
+    finally:
+        for name in [n for n in sys.modules if n.startswith("cli_app_")]:
+            db = getattr(sys.modules.pop(name), "db", None)
+            if isinstance(db, DataFlow):  # also those a failed command left open
+                db.close()
     out, err = capsys.readouterr()
     return code, out, err
 
