@@ -15,11 +15,6 @@ import sqlalchemy as sa
 from dataflow import DataFlow
 from dataflow.cli import main
 
-#: The facade's migrate()/history() call the Migrator once DataFlow.history exists; until then the
-#: migrate/history commands have nothing real to drive.
-facade_pending = pytest.mark.skipif(not hasattr(DataFlow, "history"),
-                                    reason="DataFlow.migrate/history not wired to the Migrator yet")
-
 APP = """
 from typing import Optional
 from dataflow import DataFlow
@@ -106,7 +101,6 @@ def test_models_lists_models_and_fields(app, capsys):
     assert code == 0 and json.loads(out)["Member"]["table"] == "members"
 
 
-@facade_pending
 def test_migrate_dry_run_then_migrate_then_history(app, capsys, db_url):
     module = app()
     code, out, err = run(capsys, "migrate", f"{module}:db", "--dry-run")
@@ -128,7 +122,6 @@ def test_migrate_dry_run_then_migrate_then_history(app, capsys, db_url):
     assert row["tables"] == ["members"]
 
 
-@facade_pending
 def test_migrate_errors_exit_1_and_destructive_needs_the_flag(app, capsys, db_url):
     assert run(capsys, "migrate", f"{app('legacy: Optional[str] = None')}:db")[0] == 0
 

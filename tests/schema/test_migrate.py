@@ -104,7 +104,8 @@ def test_existing_rows_get_defaults_of_every_type(engine):
     insert(engine, "things", {"name": "a"})
     defaults = dict(flag=True, off=False, ratio=1.5, price=Decimal("2.5"), day=date(2020, 1, 2),
                     at=datetime(2020, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc),
-                    uid=UUID("12345678-1234-5678-1234-567812345678"), quote="it's 50%", version=3)
+                    uid=UUID("12345678-1234-5678-1234-567812345678"), quote="it's 50%", version=3,
+                    tags=["a", "b"], meta={"k": [1, 2]})
 
     class Thing:  # noqa: F811
         name: str
@@ -117,6 +118,8 @@ def test_existing_rows_get_defaults_of_every_type(engine):
         uid: UUID = UUID("12345678-1234-5678-1234-567812345678")
         quote: str = "it's 50%"
         version: int = 3
+        tags: list = ["a", "b"]
+        meta: dict = {"k": [1, 2]}
 
     m = migrator(engine, Thing)
     m.apply()

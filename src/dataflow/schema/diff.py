@@ -14,6 +14,7 @@ table). Anything else in the database is invisible here.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -327,10 +328,13 @@ class Differ:
                                        f"{what} DEFAULT {literal}{self._who(op.table_name, col.name)}: "
                                        "existing rows get the default", table=table))
                 return
-        if field is not None and field.default_factory is not None:
+            why = (f"its default {field.default!r} cannot be written as a column default on "
+                   f"{self.dialect.name}, so the rows already in {op.table_name} would have no value")
+            todo = "make it Optional[...]"
+        elif field is not None and field.default_factory is not None:
             why = ("its default is computed by a function, which cannot fill the rows already in "
                    f"{op.table_name}")
-            todo = "give it a constant default, make it Optional"
+            todo = "give it a constant default, make it Optional[...]"
         else:
             why = f"it is required (NOT NULL, no default), so the rows already in {op.table_name} would have no value"
             todo = (f"give it a default (e.g. {col.name}: {field.pytype.__name__ if field else 'int'} = ...), "
@@ -341,6 +345,8 @@ class Differ:
 
     def _literal(self, value: Any, type_: sa.types.TypeEngine) -> str | None:
         """``value`` as an SQL literal of ``type_`` on this dialect, or None if it has none."""
+        if isinstance(value, (dict, list)):  # JSON columns take the document's text
+            value, type_ = json.dumps(value, separators=(",", ":")), sa.String()
         try:
             text = str(sa.literal(value, type_).compile(dialect=self.dialect,
                                                         compile_kwargs={"literal_binds": True}))
