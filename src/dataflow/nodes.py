@@ -218,6 +218,7 @@ def register_nodes(db: "DataFlow", spec: ModelSpec) -> dict[str, type]:
     """Create and register ``<Model><Operation>Node`` classes bound to ``db``."""
     fields = tuple(spec.fields)
     classes: dict[str, type] = {}
+    rebound: list[str] = []
     for op, (factory, extra, takes_fields) in OPERATIONS.items():
         name = f"{spec.name}{op}Node"
         params = tuple(dict.fromkeys((*fields, *extra) if takes_fields else extra))
@@ -229,10 +230,12 @@ def register_nodes(db: "DataFlow", spec: ModelSpec) -> dict[str, type]:
         })
         current = NodeRegistry._nodes.get(name)
         if current is not None and getattr(current, "_db", db) is not db:
-            warnings.warn(f"{name} was bound to another DataFlow instance; it now runs against "
-                          f"{db.safe_url}", RuntimeWarning, stacklevel=3)
+            rebound.append(name)
         NodeRegistry.register(cls, allow_override=True)
         classes[name] = cls
+    if rebound:  # one warning per model, not one per node
+        warnings.warn(f"{', '.join(rebound)} were bound to another DataFlow instance; they now run against "
+                      f"{db.safe_url}", RuntimeWarning, stacklevel=3)
     return classes
 
 
