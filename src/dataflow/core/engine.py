@@ -53,10 +53,15 @@ def parse_url(raw: str) -> URL:
                               "'postgresql://user:pass@host/db'")
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValidationError(
             f"Malformed database URL {safe_url(raw)!r}: expected 'sqlite:///path.db', "
             f"'postgresql://user:pass@host:5432/db' or 'mysql://user:pass@host:3306/db'") from None
+    if "@" in (url.host or ""):
+        # An unencoded '@' in the password: the rest of the password would be taken for the host
+        # (and shown in errors). Say so without echoing any of it.
+        raise ValidationError("Malformed database URL: its host contains '@'; percent-encode '@' in the user "
+                              "name or password as %40 (e.g. 'postgresql://user:p%40ss@host/db')")
     scheme = url.drivername
     if "+" not in scheme:
         if scheme not in DRIVERS:
@@ -94,8 +99,9 @@ def create_engine(config: DataFlowConfig) -> sa.Engine:
                       pool_pre_ping=False)
     try:
         engine = sa.create_engine(url, **kwargs)
-    except NoSuchModuleError:
-        raise ValidationError(f"No driver for {safe_url(url)!r}") from None
+    except (NoSuchModuleError, ImportError):  # an explicit '+driver' that is not installed
+        raise ValidationError(f"No driver for {safe_url(url)!r}: install it, or drop '+{url.get_driver_name()}' "
+                              f"to use the driver DataFlow ships ({DRIVERS[url.get_backend_name()]})") from None
     statements = ON_CONNECT[backend]
     if config.pool_pre_ping and backend != "sqlite":
         _ping_when_idle(engine)
