@@ -190,6 +190,7 @@ class DataFlow:
             if self._closed:
                 return
             self._closed = True
+            self._ready = False  # so the next operation says the instance is closed (not reconnect silently)
             for classes in self._nodes.values():
                 unregister_nodes(classes)
             self.engine.dispose()
