@@ -345,7 +345,7 @@ class Translator:
         value = self._string(t, op, path)
         if x is None or not isinstance(x.value, str):
             raise FilterError(f"{op} needs a string pattern", path=path)
-        pattern = self.bound(x, _string_checker(op, path), sa.String)
+        pattern = self.bound(x, _like_checker(op, path), sa.String)
         if insensitive:
             return Lower(value).like(Lower(pattern), escape="\\")
         return value.like(pattern, escape="\\")
@@ -462,10 +462,13 @@ def _coercer(pytype: type, path: str) -> Callable[[Any], Any]:
     return lambda v: coerce(pytype, v, path)
 
 
-def _string_checker(op: str, path: str) -> Callable[[Any], Any]:
+def _like_checker(op: str, path: str) -> Callable[[Any], Any]:
     def check(v):
         if not isinstance(v, str):
             raise FilterError(f"{op} needs a string pattern, got {v!r}", path=path)
+        if (len(v) - len(v.rstrip("\\"))) % 2:
+            raise FilterError(f"{op} pattern ends with a lone escape '\\'; write '\\\\' for a backslash",
+                              path=path)
         return v
     return check
 
