@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import sqlalchemy.exc as sa_exc
 
 from .errors import (DatabaseError, DataFlowError, DuplicateKeyError, ForeignKeyError,
                      IntegrityError, ValidationError)
@@ -76,14 +75,16 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         return exc
     orig = getattr(exc, "orig", None) or exc
     who = f"{model} {action}" if model else action
-    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)) or _classify(orig):
-        cls = _classify(orig) or (IntegrityError if isinstance(exc, sa_exc.IntegrityError) else ValidationError)
+    # PEP 249 names the same classes in every driver, and SQLAlchemy mirrors them.
+    kinds = {c.__name__ for c in type(exc).__mro__} | {c.__name__ for c in type(orig).__mro__}
+    if kinds & {"IntegrityError", "DataError"} or _classify(orig):
+        cls = _classify(orig) or (IntegrityError if "IntegrityError" in kinds else ValidationError)
         detail = _detail(orig)
         field = next((f for name, f in (constraints or {}).items() if name in detail), None) or _field_in(detail)
         what = f" ({field})" if field else ""
         msg = f"{who} refused by the database{what}: {_HINT.get(cls, 'a constraint failed')} ({detail})"
         return cls(msg, model=model, field=field, original=orig)
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or getattr(exc, "connection_invalidated", False):
+    if kinds & {"OperationalError", "InterfaceError"} or getattr(exc, "connection_invalidated", False):
         place = f" at {where}" if where else ""
         return DatabaseError(f"{who} failed: the database{place} is unreachable or the connection was lost "
                              f"({_detail(orig)}); check that the server is running and the URL is right",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from dataclasses import dataclass, field as dc_field
@@ -83,6 +84,8 @@ class FieldSpec:
             return self.default_factory()
         if self.default is _MISSING:
             return None
+        if isinstance(self.default, (dict, list)):
+            return copy.deepcopy(self.default)  # a fresh one per record, like a factory
         return self.default
 
     def describe_type(self) -> str:

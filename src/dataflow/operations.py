@@ -18,6 +18,8 @@ from .binding import Binding
 from .driver_errors import translate
 from .errors import ConflictError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
 from .query import compile_filter, compile_pipeline, compile_sort
+from .prepared import Prepared, prepare
+from .prepared import run as run_prepared
 from .schema.bulk import insert_columns, insert_rows
 from .schema.upsert import insert_on_conflict
 
@@ -48,11 +50,32 @@ class Operations:
         except DataFlowError:
             raise
         except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
-            error = translate(exc, model=b.name, action=action, where=self.db.safe_url,
-                              constraints=b.constraints)
-            if isinstance(error, ForeignKeyError):
-                error = self._explain_fk(b, error, action)
-            raise error from exc
+            raise self._translated(exc, b, action) from exc
+
+    def _translated(self, exc: BaseException, b: Binding, action: str) -> DataFlowError:
+        error = translate(exc, model=b.name, action=action, where=self.db.safe_url, constraints=b.constraints)
+        if isinstance(error, ForeignKeyError):
+            error = self._explain_fk(b, error, action)
+        return error
+
+    def _prepared(self, b: Binding, key: tuple, build) -> Prepared:
+        """The statement for ``key``, compiled once per binding (``build`` makes it the first time)."""
+        p = b.statements.get(key)
+        if p is None:
+            if len(b.statements) > 1000:  # shapes are few in practice; never let them grow unbounded
+                b.statements.clear()
+            p = b.statements[key] = prepare(self.db.engine.dialect, build())
+        return p
+
+    def _run(self, b: Binding, action: str, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
+        """One prepared statement in its own transaction; records out, DataFlow errors on failure."""
+        self.db.ensure_ready()
+        try:
+            return run_prepared(self.db, p, params)
+        except DataFlowError:
+            raise
+        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+            raise self._translated(exc, b, action) from exc
 
     def _explain_fk(self, b: Binding, error: ForeignKeyError, action: str) -> ForeignKeyError:
         """Name the field and the model it must point at (SQLite's message names neither)."""
@@ -72,13 +95,20 @@ class Operations:
     def _where(self, b: Binding, filt: Mapping | None, *, include_deleted: bool = False,
                path: str = "filter") -> tuple[list, dict]:
         """WHERE clauses and their parameters: the filter, soft-delete, and scoping hooks."""
+        clauses, params, _ = self._where_keyed(b, filt, include_deleted=include_deleted, path=path)
+        return clauses, params
+
+    def _where_keyed(self, b: Binding, filt: Mapping | None, *, include_deleted: bool = False,
+                     path: str = "filter") -> tuple[list, dict, tuple]:
+        """``_where`` plus a key naming the clauses' shape (the filter compiler reuses one clause per shape)."""
         if filt is not None and not isinstance(filt, Mapping):
             raise ValidationError(f"{b.name}: {path} must be a dict, got {type(filt).__name__}", model=b.name)
         f = compile_filter(b.table, filt, path=path)
         clauses = [f.clause] if f.clause is not None else []
-        if b.spec is not None and b.spec.soft_delete and not include_deleted:
+        soft = b.spec is not None and b.spec.soft_delete and not include_deleted
+        if soft:
             clauses.append(b.table.c.deleted_at.is_(None))
-        return clauses, dict(f.params)
+        return clauses, dict(f.params), (id(f.clause), soft)
 
     def _key_clause(self, b: Binding, id: Any, filt: Mapping | None, action: str,
                     include_deleted: bool = False) -> tuple[list, dict, str]:
@@ -119,6 +149,11 @@ class Operations:
         """Insert one record; return it as stored, primary key included."""
         b = self.db.binding(model, modelled=True)
         row = b.codec.for_create(data)
+        keys = tuple(row)
+        if self.db.engine.dialect.insert_returning and not (self.db.backend == "postgresql" and b.pk.name in row):
+            p = self._prepared(b, ("create", keys), lambda: b.table.insert().values(
+                {k: sa.bindparam(k, type_=b.table.c[k].type) for k in keys}).returning(*b.table.c))
+            return self._run(b, "create", p, row)[0]
         with self.transaction(b, "create") as conn:
             if self.db.engine.dialect.insert_returning:
                 record = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
@@ -133,6 +168,25 @@ class Operations:
              include_deleted: bool = False, fields: Sequence[str] | None = None) -> dict | None:
         """One record by id or filter (the first by primary key when several match)."""
         b = self.db.binding(model)
+        if not include:
+            if id is not None:
+                key = b.codec.key(id) if b.codec else id
+                soft = b.spec is not None and b.spec.soft_delete and not include_deleted
+                p = self._prepared(b, ("read-id", tuple(fields or ()), soft), lambda: sa.select(
+                    *self._projection(b, fields)).where(
+                        b.pk == sa.bindparam("df_id", type_=b.pk.type),
+                        *([b.table.c.deleted_at.is_(None)] if soft else [])).limit(1))
+                rows, what = self._run(b, "read", p, {"df_id": key}), f"{b.pk.name}={id!r}"
+            elif filter:
+                clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
+                p = self._prepared(b, ("read", shape, tuple(fields or ())), lambda: sa.select(
+                    *self._projection(b, fields)).where(*clauses).order_by(b.pk).limit(1))
+                rows, what = self._run(b, "read", p, params), f"filter {_shape(filter)}"
+            else:
+                self._key_clause(b, id, filter, "read", include_deleted)  # raises: needs id or filter
+            if not rows and raise_on_not_found:
+                raise self._missing(b, "read", what)
+            return rows[0] if rows else None
         clauses, params, what = self._key_clause(b, id, filter, "read", include_deleted)
         stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(b.pk).limit(1)
         with self.transaction(b, "read") as conn:
@@ -213,15 +267,35 @@ class Operations:
         """Records matching ``filter``, sorted (primary key by default); and whether more follow."""
         b = self.db.binding(model)
         limit = self._limit(b, limit, "limit")
-        stmt, params = self.select_statement(b, filter, sort, None if limit is None else limit + 1, offset, fields,
-                                             include_deleted=include_deleted)
-        with self.transaction(b, "list") as conn:
-            records = [dict(r) for r in conn.execute(stmt, params).mappings()]
-            has_more = limit is not None and len(records) > limit
-            if has_more:
-                records.pop()
-            if include and records:
-                self._attach(conn, b, records, include)
+        offset = self._limit(b, offset, "offset") or 0
+        fetch = None if limit is None else limit + 1
+        if include:
+            stmt, params = self.select_statement(b, filter, sort, fetch, offset, fields,
+                                                 include_deleted=include_deleted)
+            with self.transaction(b, "list") as conn:
+                result = conn.execute(stmt, params)
+                keys = tuple(result.keys())
+                records = [dict(zip(keys, row)) for row in result.all()]
+                if records:
+                    self._attach(conn, b, records[:limit] if limit is not None else records, include)
+        else:
+            clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
+            key = ("list", shape, repr(sort), tuple(fields or ()), fetch is None, bool(offset))
+
+            def build() -> sa.Select:
+                order = compile_sort(b.table, sort) if sort else []
+                stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, b.pk)
+                if fetch is not None:
+                    stmt = stmt.limit(sa.bindparam("df_limit", type_=sa.Integer()))
+                return stmt.offset(sa.bindparam("df_offset", type_=sa.Integer())) if offset else stmt
+
+            if sort:
+                compile_sort(b.table, sort)  # check it every time: the key holds only its text
+            p = self._prepared(b, key, build)
+            records = self._run(b, "list", p, {**params, "df_limit": fetch, "df_offset": offset})
+        has_more = limit is not None and len(records) > limit
+        if has_more:
+            records.pop()
         return records, has_more
 
     def select_statement(self, b: Binding, filter: Mapping | None = None, sort: Any = None,
@@ -242,10 +316,10 @@ class Operations:
     def count(self, model: str, filter: Mapping | None = None, *, include_deleted: bool = False) -> int:
         """How many records match ``filter``."""
         b = self.db.binding(model)
-        clauses, params = self._where(b, filter, include_deleted=include_deleted)
-        stmt = sa.select(sa.func.count()).select_from(b.table).where(*clauses)
-        with self.transaction(b, "count") as conn:
-            return int(conn.execute(stmt, params).scalar_one())
+        clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
+        p = self._prepared(b, ("count", shape), lambda: sa.select(
+            sa.func.count().label("count")).select_from(b.table).where(*clauses))
+        return int(self._run(b, "count", p, params)[0]["count"])
 
     def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None) -> Any:
         """Run an aggregation pipeline as one SELECT; MongoDB-shaped results."""

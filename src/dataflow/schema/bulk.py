@@ -8,6 +8,7 @@ than the database itself.
 
 from __future__ import annotations
 
+import copy
 from itertools import repeat
 from typing import Any, Sequence
 
@@ -50,21 +51,24 @@ def _pg_copy(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns:
             write(values)
 
 
-_POSITIONAL: dict[type, sa.Dialect] = {}
+def positional_dialect(dialect: sa.Dialect) -> sa.Dialect:
+    """The dialect itself if its paramstyle is positional; else a twin that compiles ``%s``.
 
-
-def _positional(dialect: sa.Dialect) -> sa.Dialect:
-    """The dialect itself if its paramstyle is positional; else a twin that compiles ``%s`` (PyMySQL)."""
+    The twin is a copy of the connected dialect (server version, RETURNING support and all), so
+    it compiles the same SQL with positional placeholders, which psycopg and PyMySQL both take.
+    """
     if dialect.positional:
         return dialect
-    twin = _POSITIONAL.get(type(dialect))
+    twin = dialect.__dict__.get("_dataflow_positional")
     if twin is None:
-        twin = _POSITIONAL[type(dialect)] = type(dialect)(paramstyle="format")
+        twin = copy.copy(dialect)
+        twin.paramstyle, twin.positional = "format", True
+        dialect.__dict__["_dataflow_positional"] = twin
     return twin
 
 
 def _executemany(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns: Sequence) -> None:
-    compiled = table.insert().compile(dialect=_positional(conn.dialect), column_keys=list(keys))
+    compiled = table.insert().compile(dialect=positional_dialect(conn.dialect), column_keys=list(keys))
     order = list(compiled.positiontup)
     by_key = dict(zip(keys, columns))
     cols = _processed(conn.dialect, table, order, [by_key[k] for k in order])

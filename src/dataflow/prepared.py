@@ -1,0 +1,123 @@
+"""Single statements compiled once and run straight on the driver connection.
+
+The hot single-round-trip operations (create, read, list, count) spend more time in
+SQLAlchemy's per-execution machinery (cache keys, execution contexts, result wrappers) than
+the database spends on a one-row INSERT. SQLAlchemy still generates the SQL (once per shape),
+owns the pool and the type processing; this module only skips the per-call bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import sqlalchemy as sa
+
+from .schema.bulk import positional_dialect
+
+if TYPE_CHECKING:
+    from .core.dataflow import DataFlow
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass
+class Prepared:
+    """SQL text with positional parameters, how to fill them, and how to read the result."""
+
+    sql: str
+    compiled: sa.engine.Compiled
+    names: tuple[str, ...]                         # parameter names in placeholder order
+    binds: tuple[Processor | None, ...]            # per placeholder
+    keys: tuple[str, ...]                          # result columns ("" when no rows come back)
+    columns: tuple[sa.ColumnElement, ...]          # result columns, for their result processors
+    statement: sa.sql.ClauseElement | None = None  # set when the SQL depends on the values (IN lists)
+
+    def parameters(self, params: Mapping[str, Any]) -> tuple:
+        values = self.compiled.construct_params(params, _check=False)
+        return tuple([v if p is None or v is None else p(v) for v, p in
+                      zip([values[n] for n in self.names], self.binds)])
+
+    results: tuple[Processor | None, ...] | None = None  # per result column, set on first use
+
+    def records(self, rows: list[tuple], description: Any = None) -> list[dict[str, Any]]:
+        if self.results is None:
+            # Some processors depend on the type the driver reports (PostgreSQL numerics).
+            dialect, codes = self.compiled.dialect, [d[1] for d in description or ()] or [None] * len(self.keys)
+            self.results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, code)
+                                 for c, code in zip(self.columns, codes))
+        keys, procs = self.keys, self.results
+        if not any(procs):
+            return [dict(zip(keys, row)) for row in rows]
+        pairs = [(i, p) for i, p in enumerate(procs) if p is not None]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, p in pairs:
+                v = values[i]
+                if v is not None:
+                    values[i] = p(v)
+            out.append(dict(zip(keys, values)))
+        return out
+
+
+def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
+    """Compile ``stmt`` once for ``dialect`` with positional placeholders."""
+    twin = positional_dialect(dialect)
+    compiled = stmt.compile(dialect=twin)
+    if compiled.post_compile_params:
+        # "IN (...)" expands per call: such a statement runs through SQLAlchemy each time.
+        return Prepared("", compiled, (), (), (), (), statement=stmt)
+    names = tuple(compiled.positiontup or ())
+    binds = tuple(compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+    columns = list(getattr(stmt, "selected_columns", ()) or getattr(stmt, "_returning", ()) or ())
+    keys = tuple(c.key if getattr(c, "key", None) else str(i) for i, c in enumerate(columns))
+    return Prepared(str(compiled), compiled, names, binds, keys, tuple(columns))
+
+
+def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch: bool = True) -> list[dict]:
+    """Execute in its own transaction on a pooled driver connection; return the records.
+
+    Driver errors propagate as they are (the caller translates them); a connection that the
+    error shows to be dead is invalidated, so the pool replaces it.
+    """
+    if prepared.statement is not None:
+        with db.engine.begin() as sa_conn:
+            result = sa_conn.execute(prepared.statement, dict(params))
+            if not fetch or not result.returns_rows:
+                return []
+            keys = tuple(result.keys())
+            return [dict(zip(keys, row)) for row in result.all()]
+    rows, description = _run_raw(db, prepared, params, fetch)
+    return prepared.records(rows, description)
+
+
+def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetch: bool) -> tuple[list, Any]:
+    conn = db.engine.raw_connection()
+    cursor = None
+    try:
+        driver = conn.driver_connection
+        cursor = driver.cursor()
+        if db.backend == "sqlite":  # our SQLite connections are in autocommit mode: begin explicitly
+            cursor.execute("BEGIN")
+        cursor.execute(prepared.sql, prepared.parameters(params))
+        rows = cursor.fetchall() if fetch else []
+        description = cursor.description
+        driver.commit()
+        return rows, description
+    except BaseException as exc:
+        try:
+            if isinstance(exc, db.driver_errors) and db.engine.dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
+                conn.invalidate(exc)
+            else:
+                conn.driver_connection.rollback()
+        except Exception:
+            conn.invalidate(exc)
+        raise
+    finally:
+        if cursor is not None:
+            try:
+                cursor.close()
+            except Exception:
+                pass
+        conn.close()
