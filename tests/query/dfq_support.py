@@ -30,9 +30,13 @@ def engine_for(url: str) -> sa.Engine:
     else:
         @sa.event.listens_for(eng, "connect")
         def _session(dbapi, _record):
-            if u.get_backend_name() == "mysql":  # JSON_ARRAYAGG is cut at group_concat_max_len
+            if u.get_backend_name() == "mysql":
                 with dbapi.cursor() as cur:
-                    cur.execute("SET SESSION group_concat_max_len = 1048576000")
+                    # JSON_ARRAYAGG ($push) is cut at group_concat_max_len (1 MB by default).
+                    cur.execute("SET SESSION group_concat_max_len = 4294967295")
+                    # The strictest grouping rules: every pipeline must pass them.
+                    cur.execute("SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_ALL_TABLES,"
+                                "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'")
     return eng
 
 

@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Optional
 
-import pytest
 import sqlalchemy as sa
 
 from dataflow.query import compile_filter, compile_pipeline

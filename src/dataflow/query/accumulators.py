@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import FilterError
+from ..errors import DatabaseError, FilterError
 from .constructs import BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText, NumericValue, OrderKey
 from .expressions import (Col, Doc, Params, decoder_for, element_decoder, evaluate, flatten, is_field_ref,
                           json_encoding, numeric, to_number)
@@ -171,7 +171,11 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
 
     def decode(items: Any) -> list:
         if isinstance(items, str):
-            items = json.loads(items)
+            try:
+                items = json.loads(items)
+            except ValueError as exc:  # MySQL/MariaDB cut JSON_ARRAYAGG at group_concat_max_len
+                raise DatabaseError(f"{op} produced a truncated array ({len(items)} characters); on MySQL/"
+                                    f"MariaDB raise the session's group_concat_max_len", original=exc) from exc
         return [convert(v) for v in items or [] if v is not None]
 
     if op == "$addToSet":

@@ -2,8 +2,8 @@
 
 A compiled filter or pipeline does not know which database will run it, so every dialect-specific
 piece is a small SQLAlchemy construct here, compiled late by ``@compiles``. Each database's
-spelling lives in one class below (``SQLiteSQL``, ``PostgresSQL``, ``MySQLSQL``): generic code never
-branches on a dialect's name.
+spelling lives in one class in ``dialects.py`` (``SQLiteSQL``, ``PostgresSQL``, ``MySQLSQL``): generic
+code never branches on a dialect's name.
 
 JSON values are addressed as (document, path): the document is a JSON column or an array element,
 the path a tuple of object keys (str) and array indexes (int). Typed accessors return SQL NULL
@@ -14,7 +14,7 @@ unless the value there has the asked-for JSON kind, which gives MongoDB's type b
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
@@ -23,254 +23,8 @@ from sqlalchemy.sql.visitors import InternalTraversal as T
 from sqlalchemy.types import TypeDecorator
 
 from . import regex
-
-JsonPath = tuple  # tuple[str | int, ...]
-
-#: JSON kinds a filter value can have; each database names them differently (below).
-KINDS = ("number", "string", "bool", "null", "array", "object")
-
-
-def path_text(path: JsonPath) -> str:
-    """``("a", 0, "b")`` -> ``'a.0.b'`` (for messages)."""
-    return ".".join(str(p) for p in path)
-
-
-# -- per-database spellings ------------------------------------------------------------------
-
-class SQLiteSQL:
-    """SQLite's JSON1 functions; DataFlow's own functions come from ``sqlite_functions``."""
-
-    kind_names = {"number": ("integer", "real"), "string": ("text",), "bool": ("true", "false"),
-                  "null": ("null",), "array": ("array",), "object": ("object",)}
-
-    def path(self, c, path: JsonPath) -> str:
-        return c.render_literal_value(_dollar_path(path), sa.String())
-
-    def kind(self, c, doc: str, path: JsonPath) -> str:
-        return f"json_type({doc}, {self.path(c, path)})"
-
-    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
-        p = self.path(c, path)
-        if kind == "bool":
-            return f"(CASE json_type({doc}, {p}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
-        names = _in_list(self.kind_names[kind])
-        return f"(CASE WHEN json_type({doc}, {p}) IN {names} THEN json_extract({doc}, {p}) END)"
-
-    def text(self, c, doc: str, path: JsonPath) -> str:
-        return f"({doc} -> {self.path(c, path)})"
-
-    def value(self, c, doc: str, path: JsonPath) -> str:
-        return f"({doc} -> {self.path(c, path)})"
-
-    def parse(self, text: str) -> str:
-        return text
-
-    def length(self, c, doc: str, path: JsonPath) -> str:
-        p = self.path(c, path)
-        return f"(CASE WHEN json_type({doc}, {p}) = 'array' THEN json_array_length({doc}, {p}) END)"
-
-    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
-        return f"df_json_equal({doc} -> {self.path(c, path)}, {value})"
-
-    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
-        p = self.path(c, path)
-        return (f"(json_type({doc}, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each({doc}, {p}) "
-                f"AS {alias} WHERE {predicate}))")
-
-    def element(self, c, doc: str, alias: str) -> str:
-        return f"({doc} -> {alias}.fullkey)"
-
-    def regex(self, value: str, pattern: str) -> str:
-        return f"df_regexp({pattern}, {value})"
-
-    def lower(self, value: str) -> str:
-        return f"df_lower({value})"
-
-    def numeric(self, value: str) -> str:
-        # Decimal columns hold the text of the value on SQLite (ExactDecimal): compare as numbers.
-        return f"CAST({value} AS REAL)"
-
-    def binary(self, value: str) -> str:
-        return value
-
-    def order(self, value: str, descending: bool) -> str:
-        return f"{value} DESC" if descending else f"{value} ASC"  # NULLs first ascending already
-
-    def json_element(self, value: str, encoding: str) -> str:
-        return {"json": f"json({value})", "plain": f"json_quote({value})",
-                "text": f"json_quote(CAST({value} AS TEXT))", "hex": f"json_quote(hex({value}))"}[encoding]
-
-    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
-        # SQLite 3.40 has no ORDER BY inside aggregates: df_json_agg sorts by the keys it is given.
-        flags = "".join("d" if desc else "a" for _, desc in keys) + ("u" if distinct else "")
-        args = ", ".join([element, c.render_literal_value(flags, sa.String()), *(k for k, _ in keys)])
-        return f"df_json_agg({args})"
-
-
-class PostgresSQL:
-    """PostgreSQL: JSONB operators, ARE regexes, NULL ordering made explicit."""
-
-    kind_names = {"number": ("number",), "string": ("string",), "bool": ("boolean",),
-                  "null": ("null",), "array": ("array",), "object": ("object",)}
-
-    def path(self, c, path: JsonPath) -> str:
-        return c.render_literal_value("{" + ",".join(f'"{p}"' for p in path) + "}", sa.String())
-
-    def _at(self, c, doc: str, path: JsonPath) -> str:
-        return f"({doc} #> {self.path(c, path)})" if path else doc
-
-    def kind(self, c, doc: str, path: JsonPath) -> str:
-        return f"jsonb_typeof({self._at(c, doc, path)})"
-
-    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
-        x = self._at(c, doc, path)
-        then = {"number": f"CAST({x} AS NUMERIC)", "bool": f"CAST({x} AS BOOLEAN)",
-                "string": f"({doc} #>> {self.path(c, path)})"}[kind]
-        return f"(CASE WHEN jsonb_typeof({x}) = '{self.kind_names[kind][0]}' THEN {then} END)"
-
-    def text(self, c, doc: str, path: JsonPath) -> str:
-        return f"CAST({self._at(c, doc, path)} AS TEXT)"
-
-    def value(self, c, doc: str, path: JsonPath) -> str:
-        return self._at(c, doc, path)
-
-    def parse(self, text: str) -> str:
-        return f"CAST({text} AS JSONB)"
-
-    def length(self, c, doc: str, path: JsonPath) -> str:
-        x = self._at(c, doc, path)
-        return f"(CASE WHEN jsonb_typeof({x}) = 'array' THEN jsonb_array_length({x}) END)"
-
-    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
-        return f"({self._at(c, doc, path)} = CAST({value} AS JSONB))"
-
-    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
-        x = self._at(c, doc, path)
-        return (f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({x}) = 'array' "
-                f"THEN {x} END) AS {alias}(value) WHERE {predicate})")
-
-    def element(self, c, doc: str, alias: str) -> str:
-        return f"{alias}.value"
-
-    def regex(self, value: str, pattern: str) -> str:
-        return f"({value} ~ {pattern})"
-
-    def lower(self, value: str) -> str:
-        return f"lower({value})"
-
-    def numeric(self, value: str) -> str:
-        return value
-
-    def binary(self, value: str) -> str:
-        # MongoDB compares strings by code point; a database collation may not (en_US: 'a' < 'B').
-        return f'({value} COLLATE "C")'
-
-    def order(self, value: str, descending: bool) -> str:
-        # PostgreSQL sorts NULLs last ascending; MongoDB, SQLite and MySQL put them first.
-        return f"{value} DESC NULLS LAST" if descending else f"{value} ASC NULLS FIRST"
-
-    def json_element(self, value: str, encoding: str) -> str:
-        return {"json": value, "plain": value, "text": f"CAST({value} AS TEXT)",
-                "hex": f"encode({value}, 'hex')"}[encoding]
-
-    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
-        if distinct:
-            return f"jsonb_agg(DISTINCT {element})"
-        order = ", ".join(self.order(k, desc) for k, desc in keys)
-        return f"jsonb_agg({element} ORDER BY {order})" if order else f"jsonb_agg({element})"
-
-
-class MySQLSQL:
-    """MySQL/MariaDB: JSON columns are text; JSON_EXTRACT returns JSON text."""
-
-    kind_names = {"number": ("INTEGER", "DOUBLE", "DECIMAL", "UNSIGNED INTEGER"), "string": ("STRING",),
-                  "bool": ("BOOLEAN",), "null": ("NULL",), "array": ("ARRAY",), "object": ("OBJECT",)}
-
-    def path(self, c, path: JsonPath) -> str:
-        return c.render_literal_value(_dollar_path(path), sa.String())
-
-    def _at(self, c, doc: str, path: JsonPath) -> str:
-        return f"JSON_EXTRACT({doc}, {self.path(c, path)})"
-
-    def kind(self, c, doc: str, path: JsonPath) -> str:
-        return f"JSON_TYPE({self._at(c, doc, path)})"
-
-    def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
-        x = self._at(c, doc, path)
-        test = f"JSON_TYPE({x}) IN {_in_list(self.kind_names[kind])}"
-        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"JSON_UNQUOTE({x})", "bool": f"({x} = 'true')"}[kind]
-        return f"(CASE WHEN {test} THEN {then} END)"
-
-    def text(self, c, doc: str, path: JsonPath) -> str:
-        return f"JSON_COMPACT({self._at(c, doc, path)})"
-
-    def value(self, c, doc: str, path: JsonPath) -> str:
-        return self._at(c, doc, path)
-
-    def parse(self, text: str) -> str:
-        return text
-
-    def length(self, c, doc: str, path: JsonPath) -> str:
-        x = self._at(c, doc, path)
-        return f"(CASE WHEN JSON_TYPE({x}) = 'ARRAY' THEN JSON_LENGTH({x}) END)"
-
-    def equals(self, c, doc: str, path: JsonPath, value: str) -> str:
-        return f"JSON_EQUALS({self._at(c, doc, path)}, {value})"
-
-    def any_element(self, c, doc: str, path: JsonPath, alias: str, predicate: str) -> str:
-        p = c.render_literal_value(_dollar_path(path) + "[*]", sa.String())
-        return (f"(JSON_TYPE({self._at(c, doc, path)}) = 'ARRAY' AND EXISTS (SELECT 1 FROM "
-                f"JSON_TABLE({doc}, {p} COLUMNS (v JSON PATH '$')) AS {alias} WHERE {predicate}))")
-
-    def element(self, c, doc: str, alias: str) -> str:
-        return f"{alias}.v"
-
-    def regex(self, value: str, pattern: str) -> str:
-        return f"({value} REGEXP {pattern})"
-
-    def lower(self, value: str) -> str:
-        return f"LOWER({value})"
-
-    def numeric(self, value: str) -> str:
-        return value
-
-    def binary(self, value: str) -> str:
-        return value  # tables use utf8mb4_bin (schema/tables.py); JSON_UNQUOTE yields utf8mb4_bin
-
-    def order(self, value: str, descending: bool) -> str:
-        return f"{value} DESC" if descending else f"{value} ASC"
-
-    def json_element(self, value: str, encoding: str) -> str:
-        # JSON_EXTRACT marks the text as JSON, so JSON_ARRAYAGG embeds it instead of quoting it.
-        return {"json": f"JSON_EXTRACT({value}, '$')", "plain": value, "text": f"CAST({value} AS CHAR)",
-                "hex": f"HEX({value})"}[encoding]
-
-    def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
-        if distinct:
-            return f"JSON_ARRAYAGG(DISTINCT {element})"
-        order = ", ".join(self.order(k, desc) for k, desc in keys)
-        return f"JSON_ARRAYAGG({element} ORDER BY {order})" if order else f"JSON_ARRAYAGG({element})"
-
-
-DIALECTS = {"sqlite": SQLiteSQL(), "postgresql": PostgresSQL(), "mysql": MySQLSQL(), "mariadb": MySQLSQL()}
-
-
-def _sql(compiler) -> Any:
-    try:
-        return DIALECTS[compiler.dialect.name]
-    except KeyError:
-        raise NotImplementedError(
-            f"DataFlow queries support sqlite, postgresql and mysql/mariadb, not {compiler.dialect.name}"
-        ) from None
-
-
-def _dollar_path(path: JsonPath) -> str:
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in path)
-
-
-def _in_list(names: Sequence[str]) -> str:
-    return "(" + ", ".join(f"'{n}'" for n in names) + ")"
-
+from .dialects import JsonPath, in_list
+from .dialects import sql_for as _sql
 
 # -- the constructs ----------------------------------------------------------------------------
 
@@ -507,7 +261,7 @@ def _json_kind(el, c, **kw):
 def _json_is(el, c, **kw):
     sql = _sql(c)
     kind = sql.kind(c, c.process(el.doc, **kw), el.path)
-    names = _in_list([n for k in el.kinds for n in sql.kind_names[k]])
+    names = in_list([n for k in el.kinds for n in sql.kind_names[k]])
     if el.missing:
         return f"({kind} IS NULL OR {kind} IN {names})" if el.kinds else f"({kind} IS NULL)"
     return f"({kind} IN {names})"
