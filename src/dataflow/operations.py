@@ -16,7 +16,7 @@ import sqlalchemy.exc as sa_exc
 
 from .binding import Binding
 from .driver_errors import translate
-from .errors import ConflictError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
+from .errors import ConflictError, DatabaseError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
 from .query import compile_filter, compile_pipeline, compile_sort
 from .prepared import Prepared, prepare
 from .prepared import run as run_prepared
@@ -43,7 +43,7 @@ class Operations:
     def transaction(self, b: Binding, action: str) -> Iterator[sa.Connection]:
         """A connection in a transaction; database errors leave as DataFlow errors."""
         engine = self.db.engine
-        self.db.ensure_ready()
+        self._ready(b, action)
         try:
             with engine.begin() as conn:
                 yield conn
@@ -51,6 +51,13 @@ class Operations:
             raise
         except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
             raise self._translated(exc, b, action) from exc
+
+    def _ready(self, b: Binding, action: str) -> None:
+        """Connect and migrate once; an unreachable database is reported for the operation that needed it."""
+        try:
+            self.db.ensure_ready()
+        except DatabaseError as exc:
+            raise DatabaseError(f"{b.name} {action}: {exc.message}", model=b.name, original=exc.original) from exc
 
     def _translated(self, exc: BaseException, b: Binding, action: str) -> DataFlowError:
         error = translate(exc, model=b.name, action=action, where=self.db.safe_url, constraints=b.constraints)
@@ -69,7 +76,7 @@ class Operations:
 
     def _run(self, b: Binding, action: str, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
         """One prepared statement in its own transaction; records out, DataFlow errors on failure."""
-        self.db.ensure_ready()
+        self._ready(b, action)
         try:
             return run_prepared(self.db, p, params)
         except DataFlowError:
