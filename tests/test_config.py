@@ -258,16 +258,13 @@ def test_context_manager_closes(tmp_path):
     db.close()  # closing twice is harmless
 
 
-@pytest.mark.xfail(strict=True, reason="the start-up connect check raises 'connect failed: ...' without naming the "
-                                        "model or operation; Operations.transaction/_run call ensure_ready outside "
-                                        "their error translation (operations.py is being reworked concurrently)")
 def test_an_unreachable_database_fails_at_the_first_operation_not_at_construction():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         db = DataFlow("postgresql://nobody@127.0.0.1:1/never")
     try:
         declare(db)
-        with pytest.raises(DatabaseError, match=r"^User create failed: the database at "
+        with pytest.raises(DatabaseError, match=r"^User create: connect failed: the database at "
                                                  r"postgresql\+psycopg://nobody@127\.0\.0\.1:1/never is unreachable"):
             db.create("User", name="x")
     finally:
