@@ -310,7 +310,14 @@ class Codec:
         unknown = keyset - self.converters.keys()
         if unknown:
             raise self.unknown(unknown)
-        given = [k for k in keyset if not (k == self.spec.primary_key and self.auto_pk and first[k] is None)]
+        pk = self.spec.primary_key
+        given = list(keyset)
+        if self.auto_pk and pk in keyset:
+            missing_keys = sum(r[pk] is None for r in rows)
+            if missing_keys == n:
+                given.remove(pk)  # the database assigns every key
+            elif missing_keys:
+                return None  # some keys given, some left to the database: two INSERT shapes (for_create)
         keys: list[str] = []
         columns: list = []
         for name in given:
