@@ -425,14 +425,14 @@ class Operations:
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
                                               update=on_conflict == "update")
                 for chunk in _chunks(group, batch_size):
-                    # Counting what is already there works alike everywhere (MySQL's rowcount does not).
-                    existing = 0 if on_conflict == "error" else self._existing(conn, b, target, chunk)
+                    # New records: distinct conflict keys not stored yet (a key twice in the data is one record).
+                    new = len(chunk) if on_conflict == "error" else self._new_keys(conn, b, target, chunk)
                     if return_ids and on_conflict != "skip":
                         result = conn.execute(stmt.returning(b.pk, sort_by_parameter_order=True), chunk)
                         ids.extend(result.scalars().all())
                     else:
                         conn.execute(stmt, chunk)
-                    inserted += len(chunk) - existing
+                    inserted += new
                     if return_ids and on_conflict == "skip":
                         ids.extend(self._keys_of(conn, b, target, chunk))
                 self._advance_sequence(conn, b, keys)
@@ -518,10 +518,10 @@ class Operations:
                                           f"{missing}", model=b.name, field=missing[0])
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True)
                 for chunk in _chunks(group, batch_size):
-                    existing = self._existing(conn, b, target, chunk)
+                    new = self._new_keys(conn, b, target, chunk)
                     conn.execute(stmt, chunk)
-                    updated += existing
-                    inserted += len(chunk) - existing
+                    updated += len(chunk) - new
+                    inserted += new
                 self._advance_sequence(conn, b, keys)
         return {"processed": len(rows), "inserted": inserted, "updated": updated, "success": True}
 
@@ -541,15 +541,19 @@ class Operations:
                 f"SELECT setval(%s::regclass, m) FROM (SELECT MAX({pk}) AS m FROM {table}) AS s "
                 f"WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq})", (seq,))
 
-    def _existing(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> int:
-        """How many of ``chunk``'s conflict keys are already stored (for inserted/updated counts)."""
+    def _new_keys(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> int:
+        """How many distinct conflict keys of ``chunk`` are not stored yet (for inserted/updated counts).
+
+        Counting before the INSERT works alike everywhere (MySQL's rowcount does not).
+        """
         cols = [b.table.c[t] for t in target]
         keys = {tuple(r[t] for t in target) for r in chunk}
         if len(cols) == 1:
             cond = cols[0].in_([k[0] for k in keys])
         else:
             cond = sa.tuple_(*cols).in_(list(keys))
-        return int(conn.execute(sa.select(sa.func.count()).select_from(b.table).where(cond)).scalar_one())
+        stored = int(conn.execute(sa.select(sa.func.count()).select_from(b.table).where(cond)).scalar_one())
+        return len(keys) - stored
 
     def _keys_of(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> list:
         """Primary keys of the stored records matching ``chunk``'s conflict keys, in chunk order."""
