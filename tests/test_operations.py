@@ -86,6 +86,13 @@ def test_create_with_an_explicit_id_then_automatic_ids(db):
     assert rows(db, "id, name") == [(1, "Ann"), (2, "Bob"), (10, "Cy"), (11, "Di")]
 
 
+def test_bulk_create_with_explicit_and_automatic_ids_mixed(db):
+    declare(db)
+    db.bulk_create("User", [{"id": None, "name": "a", "email": "a@x"}, {"id": 50, "name": "b", "email": "b@x"}])
+    db.bulk_create("User", [{"id": 60, "name": "c", "email": "c@x"}, {"id": None, "name": "d", "email": "d@x"}])
+    assert rows(db, "id, name") == [(1, "a"), (50, "b"), (60, "c"), (61, "d")]
+
+
 def test_create_missing_required_or_unknown_field(db):
     declare(db)
     with pytest.raises(ValidationError) as info:
@@ -476,6 +483,13 @@ def test_bulk_create_on_conflict_skip(users):
                                           ("Cy", "cy@example.com"), ("Di", "di@example.com")]
 
 
+def test_bulk_create_on_conflict_skip_counts_duplicates_within_the_data(users):
+    data = [{"name": "Di", "email": "di@x"}, {"name": "Di again", "email": "di@x"}, {"name": "B", "email": "bob@example.com"}]
+    out = users.bulk_create("User", data, on_conflict="skip")
+    assert out == {"processed": 3, "inserted": 1, "success": True, "skipped": 2}
+    assert rows(users, "name, email")[3:] == [("Di", "di@x")]
+
+
 def test_bulk_create_on_conflict_skip_return_ids(users):
     data = [{"name": "Dup", "email": "bob@example.com"}, {"name": "Di", "email": "di@example.com"}]
     out = users.bulk_create("User", data, on_conflict="skip", return_ids=True)
@@ -573,6 +587,13 @@ def test_bulk_upsert_with_a_bad_row_changes_nothing(mem):
     with pytest.raises(ValidationError, match=r"^data\[1\]: User\.age must be an integer"):
         users.bulk_upsert("User", data, conflict_on=["email"])
     assert names(users) == ["Ann", "Bob", "Cy"]
+
+
+def test_bulk_upsert_counts_duplicates_within_the_data(users):
+    data = [{"name": "Di", "email": "di@x"}, {"name": "Di 2", "email": "di@x"}, {"name": "Bobby", "email": "bob@example.com"}]
+    out = users.bulk_upsert("User", data, conflict_on=["email"])
+    assert (out["processed"], out["inserted"], out["updated"]) == (3, 1, 2)
+    assert rows(users, "name, email")[1:] == [("Bobby", "bob@example.com"), ("Cy", "cy@example.com"), ("Di 2", "di@x")]
 
 
 @pytest.mark.parametrize("conflict_on", [["nickname"], ["name", "age"]])
