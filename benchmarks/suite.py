@@ -18,6 +18,7 @@ from time import perf_counter
 from typing import Callable
 
 import sqlalchemy as sa
+from dataflow.prepared import Prepared
 from kailash.nodes.base import NodeRegistry
 from kailash.runtime.local import LocalRuntime
 from kailash.workflow.builder import WorkflowBuilder
@@ -210,18 +211,25 @@ class Bench:
         return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
 
     def _captured(self, call: Callable[[], object]) -> tuple[str, object]:
-        """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``."""
+        """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``.
+
+        DataFlow runs List as a statement prepared once per shape (dataflow.prepared); its
+        ``parameters`` builds what goes to the driver, so wrapping it shows both.
+        """
         seen: list[tuple[str, object]] = []
+        original = Prepared.parameters
 
-        def grab(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-            if statement.lstrip().upper().startswith("SELECT") and TABLE in statement:
-                seen.append((statement, parameters))
+        def grab(prepared, params):  # noqa: ANN001
+            values = original(prepared, params)
+            if prepared.sql.lstrip().upper().startswith("SELECT") and TABLE in prepared.sql:
+                seen.append((prepared.sql, values))
+            return values
 
-        sa.event.listen(self.db.engine, "before_cursor_execute", grab)
+        Prepared.parameters = grab
         try:
             call()
         finally:
-            sa.event.remove(self.db.engine, "before_cursor_execute", grab)
+            Prepared.parameters = original
         return seen[-1]
 
 

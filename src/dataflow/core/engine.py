@@ -34,7 +34,8 @@ ON_CONNECT = {
     "mysql": ["SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,"
               "NO_AUTO_VALUE_ON_ZERO'", "SET SESSION time_zone = '+00:00'"],
     "sqlite": ["PRAGMA foreign_keys=ON"],
-    "postgresql": [],
+    # UTC sessions: timestamptz values come back in UTC, no conversion per value.
+    "postgresql": ["SET TIME ZONE 'UTC'"],
 }
 
 
@@ -116,6 +117,8 @@ def create_engine(config: DataFlowConfig) -> sa.Engine:
         for stmt in statements:
             cur.execute(stmt)
         cur.close()
+        if statements and backend != "sqlite":
+            dbapi_conn.commit()  # psycopg opened a transaction for the SET: end it
 
     if backend == "sqlite":
         @event.listens_for(engine, "begin")

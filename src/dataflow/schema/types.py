@@ -19,40 +19,83 @@ from sqlalchemy.types import TypeDecorator
 UTC = timezone.utc
 
 
+def _to_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif not isinstance(value, datetime) and isinstance(value, date):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _from_text(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return _to_utc(value)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+class _SQLiteDateTimeText(sa.DateTime):
+    """DATETIME on SQLite, with our own text conversion (SQLAlchemy's parses with a regex: slow)."""
+
+    def bind_processor(self, dialect):
+        return None
+
+    def result_processor(self, dialect, coltype):
+        return None
+
+
 class UTCDateTime(TypeDecorator):
-    """Store datetimes as UTC (microseconds kept); always return them aware, in UTC."""
+    """Store datetimes as UTC (microseconds kept); always return them aware, in UTC.
+
+    Per dialect: the column type, how a value goes in, how it comes out. SQLite keeps
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` text (it compares in time order); PostgreSQL sessions run in
+    UTC (core/engine.py), so values come back already in UTC.
+    """
 
     impl = sa.DateTime
     cache_ok = True
 
-    # Per dialect: the column type, and whether the driver takes aware datetimes.
     _IMPL = {
-        "postgresql": (lambda: postgresql.TIMESTAMP(timezone=True), True),
-        "mysql": (lambda: mysql.DATETIME(fsp=6), False),
-        "mariadb": (lambda: mysql.DATETIME(fsp=6), False),
+        "postgresql": lambda: postgresql.TIMESTAMP(timezone=True),
+        "mysql": lambda: mysql.DATETIME(fsp=6),
+        "mariadb": lambda: mysql.DATETIME(fsp=6),
+        "sqlite": _SQLiteDateTimeText,
     }
+    _IN = {
+        "postgresql": _to_utc,
+        "sqlite": lambda v: _to_utc(v).replace(tzinfo=None).isoformat(" ", "microseconds"),
+    }
+    _OUT = {"sqlite": _from_text}
 
     def load_dialect_impl(self, dialect):
-        make, _ = self._IMPL.get(dialect.name, (sa.DateTime, False))
-        return dialect.type_descriptor(make())
+        return dialect.type_descriptor(self._IMPL.get(dialect.name, sa.DateTime)())
 
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        elif not isinstance(value, datetime) and isinstance(value, date):
-            value = datetime(value.year, value.month, value.day)
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        aware = self._IMPL.get(dialect.name, (None, False))[1]
-        return value if aware else value.replace(tzinfo=None)
+    def bind_processor(self, dialect):
+        into = self._IN.get(dialect.name) or (lambda v: _to_utc(v).replace(tzinfo=None))
+
+        def process(value):
+            return None if value is None else into(value)
+        return process
+
+    def result_processor(self, dialect, coltype):
+        out = self._OUT.get(dialect.name, _utc)
+
+        def process(value):
+            return None if value is None else out(value)
+        return process
+
+    def process_bind_param(self, value, dialect):  # literal rendering (to_sql) goes through here
+        return None if value is None else self.bind_processor(dialect)(value)
 
     def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, str):  # SQLite returns text when the column was reflected
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else self.result_processor(dialect, None)(value)
 
     @property
     def python_type(self):
