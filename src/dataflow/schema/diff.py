@@ -347,13 +347,20 @@ class Differ:
         """``value`` as an SQL literal of ``type_`` on this dialect, or None if it has none."""
         if isinstance(value, (dict, list)):  # JSON columns take the document's text
             value, type_ = json.dumps(value, separators=(",", ":")), sa.String()
-        try:
-            text = str(sa.literal(value, type_).compile(dialect=self.dialect,
-                                                        compile_kwargs={"literal_binds": True}))
-        except Exception:
+        text = self._render_literal(sa.literal(value, type_))
+        if text is None:  # no literal form for the type: render what its bind processing sends
+            process = type_.bind_processor(self.dialect)
+            text = self._render_literal(sa.literal(process(value) if process else value))
+        if text is None:
             return None
         # The literal goes into a DDL string that the compiler escapes again: undo the first escape.
         return text.replace("%%", "%") if self.dialect.paramstyle in ("format", "pyformat") else text
+
+    def _render_literal(self, literal: sa.BindParameter) -> str | None:
+        try:
+            return str(literal.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True}))
+        except Exception:
+            return None
 
     def _drop_column(self, table: str, op: ops.DropColumnOp) -> None:
         col = op.to_column()
