@@ -7,9 +7,13 @@ returns JSON-safe outputs.
 
 from __future__ import annotations
 
+import base64
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+from uuid import UUID
 
 from kailash.nodes.base import Node, NodeMetadata, NodeParameter, NodeRegistry
 
@@ -51,7 +55,7 @@ class DataFlowNode(Node):
         self.config.update(held)
 
     def get_parameters(self) -> dict[str, NodeParameter]:
-        return {p: _param(p) for p in self._params}
+        return self._parameter_defs  # built once per class: the SDK asks on every instantiation
 
     def validate_inputs(self, **kwargs: Any) -> dict[str, Any]:
         unknown = [k for k in kwargs if k not in self._allowed and k not in _RUNTIME_KEYS
@@ -71,6 +75,33 @@ class DataFlowNode(Node):
 
     _run: Callable[["DataFlow", dict], dict]
     _allowed: frozenset[str] = frozenset()
+    _parameter_defs: dict[str, NodeParameter] = {}
+
+
+#: JSON-safe forms of the field types JSON cannot carry as they are.
+_TO_JSON: dict[type, Callable[[Any], Any]] = {
+    datetime: datetime.isoformat, date: date.isoformat, Decimal: lambda d: format(d, "f"), UUID: str,
+    bytes: lambda b: base64.b64encode(b).decode("ascii"),
+}
+#: Field types whose stored values are JSON-safe already (JSON columns hold only JSON).
+_JSON_NATIVE = frozenset({int, str, bool, float, dict, list})
+
+
+def record_encoder(spec: ModelSpec) -> Callable[[Mapping[str, Any]], dict]:
+    """A function making one record of ``spec`` JSON-safe, converting only the columns that need it."""
+    convert = {n: _TO_JSON[f.pytype] for n, f in spec.fields.items() if f.pytype in _TO_JSON}
+    plain = frozenset(n for n, f in spec.fields.items() if f.pytype in _JSON_NATIVE)
+
+    def encode(record: Mapping[str, Any]) -> dict:
+        out = {}
+        for k, v in record.items():
+            if v is None or k in plain:
+                out[k] = v
+            else:
+                conv = convert.get(k)
+                out[k] = conv(v) if conv is not None else json_safe(v)  # e.g. included relations
+        return out
+    return encode
 
 
 # ---------------------------------------------------------------- one function per operation
@@ -89,32 +120,32 @@ def _changes(kw: dict, fields: tuple[str, ...]) -> dict:
     return {**flat, **(given or {})}
 
 
-def _create(model: str, fields: tuple[str, ...]):
+def _create(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
-        return json_record(db.operations.create(model, {k: v for k, v in kw.items() if k in fields}))
+        return encode(db.operations.create(model, {k: v for k, v in kw.items() if k in fields}))
     return run
 
 
-def _read(model: str, fields: tuple[str, ...]):
+def _read(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         rec = db.operations.read(model, kw.get("id"), _pick(kw, "filter", "conditions"),
                                  raise_on_not_found=kw.get("raise_on_not_found", True),
                                  include=kw.get("include"), include_deleted=kw.get("include_deleted", False),
                                  fields=kw.get("fields"))
-        return {"found": False} if rec is None else {**json_record(rec), "found": True}
+        return {"found": False} if rec is None else {**encode(rec), "found": True}
     return run
 
 
-def _update(model: str, fields: tuple[str, ...]):
+def _update(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         filt = _pick(kw, "filter", "conditions")
         rec = db.operations.update(model, kw.get("id"), filt, _changes(kw, fields),
                                    raise_on_not_found=kw.get("raise_on_not_found", True))
-        return {"updated": False} if rec is None else {**json_record(rec), "updated": True}
+        return {"updated": False} if rec is None else {**encode(rec), "updated": True}
     return run
 
 
-def _delete(model: str, fields: tuple[str, ...]):
+def _delete(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         key = db.operations.delete(model, kw.get("id"), _pick(kw, "filter", "conditions"),
                                    raise_on_not_found=kw.get("raise_on_not_found", True))
@@ -122,7 +153,7 @@ def _delete(model: str, fields: tuple[str, ...]):
     return run
 
 
-def _list(model: str, fields: tuple[str, ...]):
+def _list(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         limit = kw["limit"] if "limit" in kw else DEFAULT_LIMIT
         offset = _pick(kw, "offset", "skip", default=0)
@@ -130,27 +161,27 @@ def _list(model: str, fields: tuple[str, ...]):
                                            _pick(kw, "sort", "order_by"), limit, offset, kw.get("fields"),
                                            include=kw.get("include"),
                                            include_deleted=kw.get("include_deleted", False))
-        return {"records": [json_record(r) for r in records], "count": len(records), "limit": limit,
+        return {"records": [encode(r) for r in records], "count": len(records), "limit": limit,
                 "offset": offset, "has_more": more}
     return run
 
 
-def _count(model: str, fields: tuple[str, ...]):
+def _count(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         return {"count": db.operations.count(model, _pick(kw, "filter", "conditions"),
                                              include_deleted=kw.get("include_deleted", False))}
     return run
 
 
-def _upsert(model: str, fields: tuple[str, ...]):
+def _upsert(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         created, rec = db.operations.upsert(model, _pick(kw, "where", "filter", "conditions"), kw.get("update"),
                                             kw.get("create"), kw.get("conflict_on"))
-        return {"created": created, "action": "created" if created else "updated", "record": json_record(rec)}
+        return {"created": created, "action": "created" if created else "updated", "record": encode(rec)}
     return run
 
 
-def _bulk_create(model: str, fields: tuple[str, ...]):
+def _bulk_create(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         out = db.operations.bulk_create(model, _pick(kw, "data", "records", default=[]),
                                         batch_size=kw.get("batch_size") or DEFAULT_BATCH,
@@ -160,7 +191,7 @@ def _bulk_create(model: str, fields: tuple[str, ...]):
     return run
 
 
-def _bulk_update(model: str, fields: tuple[str, ...]):
+def _bulk_update(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         changes = _pick(kw, "data", "fields", "update", "updates")
         n = db.operations.bulk_update(model, _pick(kw, "filter", "conditions"), changes,
@@ -169,7 +200,7 @@ def _bulk_update(model: str, fields: tuple[str, ...]):
     return run
 
 
-def _bulk_delete(model: str, fields: tuple[str, ...]):
+def _bulk_delete(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         n = db.operations.bulk_delete(model, _pick(kw, "filter", "conditions"),
                                       confirm_all=bool(kw.get("confirm_all")))
@@ -177,7 +208,7 @@ def _bulk_delete(model: str, fields: tuple[str, ...]):
     return run
 
 
-def _bulk_upsert(model: str, fields: tuple[str, ...]):
+def _bulk_upsert(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         return db.operations.bulk_upsert(model, _pick(kw, "data", "records", default=[]),
                                          conflict_on=kw.get("conflict_on"),
@@ -185,7 +216,7 @@ def _bulk_upsert(model: str, fields: tuple[str, ...]):
     return run
 
 
-def _aggregate(model: str, fields: tuple[str, ...]):
+def _aggregate(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         result = db.operations.aggregate(model, kw.get("pipeline") or [], _pick(kw, "filter", "conditions"))
         return {"result": json_safe(result)} if not isinstance(result, list) else {
@@ -217,6 +248,7 @@ OPERATIONS: dict[str, tuple[Callable, tuple[str, ...], bool]] = {
 def register_nodes(db: "DataFlow", spec: ModelSpec) -> dict[str, type]:
     """Create and register ``<Model><Operation>Node`` classes bound to ``db``."""
     fields = tuple(spec.fields)
+    encode = record_encoder(spec)
     classes: dict[str, type] = {}
     rebound: list[str] = []
     for op, (factory, extra, takes_fields) in OPERATIONS.items():
@@ -226,7 +258,8 @@ def register_nodes(db: "DataFlow", spec: ModelSpec) -> dict[str, type]:
             "__module__": __name__,
             "__doc__": f"{op} {spec.name} records in {spec.table} (generated by DataFlow).",
             "_db": db, "_model": spec.name, "_operation": op, "_params": params,
-            "_allowed": frozenset(params), "_run": staticmethod(factory(spec.name, fields)),
+            "_allowed": frozenset(params), "_run": staticmethod(factory(spec.name, fields, encode)),
+            "_parameter_defs": {p: _param(p) for p in params},
         })
         current = NodeRegistry._nodes.get(name)
         if current is not None and getattr(current, "_db", db) is not db:
