@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Optional
 
+import pytest
 import sqlalchemy as sa
 
 from dataflow.query import compile_filter, compile_pipeline
@@ -63,6 +64,14 @@ CASES = [
     ("bare count", [{"$count": {}}], 6),
     ("bare push", [{"$push": "$quantity"}], [2, 5, 1, 3, 3]),
     ("bare first after sort", [{"$sort": {"quantity": -1}}, {"$first": "$id"}], 3),
+    ("push after a sort with nulls", [{"$sort": {"quantity": 1}}, {"$push": "$id"}], [2, 4, 1, 5, 6, 3]),
+    ("push after a descending sort with nulls", [{"$sort": {"quantity": -1}}, {"$push": "$id"}], [3, 5, 6, 1, 4, 2]),
+    ("bare push of nothing", [{"$match": {"status": "none"}}, {"$push": "$quantity"}], []),
+    ("bare set of nothing", [{"$match": {"status": "none"}}, {"$addToSet": "$quantity"}], []),
+    ("bare first of nothing", [{"$match": {"status": "none"}}, {"$first": "$quantity"}], None),
+    ("filter on a pushed array", [
+        {"$group": {"_id": "$customer_id", "qs": {"$push": "$quantity"}}},
+        {"$match": {"qs": {"$size": 2}}}, {"$sort": {"_id": 1}}], [{"_id": 2, "qs": [5, 1]}, {"_id": 3, "qs": [3, 3]}]),
     ("migration guide", [
         {"$match": {"quantity": {"$gt": 1}}},
         {"$group": {"_id": "$status", "count": {"$sum": 1}}},
@@ -211,9 +220,25 @@ def test_ordered_accumulators_compile_per_database():
     compiled = compile_pipeline(table, [{"$sort": {"amount": -1}}, {"$group": {
         "_id": "$customer_id", "first": {"$first": "$amount"}, "all": {"$push": "$status"}}}])
     text = {b: sql(compiled.statement, b) for b in ("sqlite", "postgresql", "mysql")}
-    assert "df_json_agg(json_quote(" in text["sqlite"] and "'da'" in text["sqlite"]  # keys: amount desc, id asc
+    assert "COALESCE(df_json_agg(json_quote(" in text["sqlite"] and "'da'" in text["sqlite"]  # keys: amount desc, id asc
     assert "jsonb_agg(" in text["postgresql"] and "ORDER BY" in text["postgresql"].split("jsonb_agg(")[1]
-    assert "JSON_ARRAYAGG(" in text["mysql"] and "ORDER BY" in text["mysql"].split("JSON_ARRAYAGG(")[1]
+    assert "GROUP_CONCAT(" in text["mysql"] and "ORDER BY" in text["mysql"].split("GROUP_CONCAT(")[1]
     for t in text.values():
         assert "first_value(" in t and "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING" in t
         assert t.count("SELECT") == 2  # one statement: the grouping SELECT over one subquery
+
+
+def test_a_cut_json_array_is_an_error_not_a_shorter_list(engine, backend):
+    """MariaDB cuts JSON_ARRAYAGG at group_concat_max_len with only a warning."""
+    from dataflow.errors import DatabaseError
+
+    if backend != "mysql":
+        pytest.skip("group_concat_max_len is MySQL/MariaDB's")
+    orders = make_table(engine, Order)
+    with engine.begin() as conn:
+        insert(conn, orders, ORDERS)
+        conn.exec_driver_sql("SET SESSION group_concat_max_len = 16")
+        with pytest.raises(DatabaseError, match="group_concat_max_len"):
+            run(conn, orders, [{"$push": "$status"}])
+        with pytest.raises(DatabaseError, match="group_concat_max_len"):
+            run(conn, orders, [{"$addToSet": "$status"}])

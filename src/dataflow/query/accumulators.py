@@ -115,7 +115,7 @@ def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: 
 def _key_output(column: Any, col: Col) -> Col:
     if col.is_json:  # grouped by canonical JSON text; later stages see a JSON document again
         return Col(JsonParse(column), None)
-    return Col(column, col.pytype, col.decode)
+    return Col(column, col.pytype, col.decode, col.null)
 
 
 def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, order: list,
@@ -163,7 +163,7 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
         window = fn(value.expr, type_=value.expr.type).over(
             partition_by=group_exprs or None, order_by=order or None, rows=(None, None))
         label = inner.add("w", window)
-        return lambda sub, _o: Col(sub.c[label], value.pytype, value.decode)
+        return lambda sub, _o: Col(sub.c[label], value.pytype, value.decode, value.null)
     # $push / $addToSet
     label = inner.add("a", value.expr)
     convert = element_decoder(value.pytype)
@@ -179,6 +179,8 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
         return [convert(v) for v in items or [] if v is not None]
 
     if op == "$addToSet":
-        return lambda sub, _o: Col(JsonArrayAgg(JsonElement(sub.c[label], encoding), distinct=True), None, decode)
+        return lambda sub, _o: Col(JsonArrayAgg(JsonElement(sub.c[label], encoding), distinct=True),
+                                   None, decode, [])
     return lambda sub, keys: Col(JsonArrayAgg(JsonElement(sub.c[label], encoding),
-                                              [OrderKey(column, desc) for column, desc in keys]), None, decode)
+                                              [OrderKey(column, desc) for column, desc in keys]),
+                                 None, decode, [])

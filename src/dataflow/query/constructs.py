@@ -247,7 +247,7 @@ class JsonArrayAgg(_Construct):
 
     def __init__(self, element, keys: Sequence[OrderKey] = (), *, distinct: bool = False) -> None:
         self.element, self.keys, self.distinct = element, tuple(keys), distinct
-        self.type = sa.JSON()
+        self.type = sa.String()  # JSON text (a list already on PostgreSQL): decoded by the pipeline
 
 
 # -- compilation -------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class SQLiteSQL:
         return f"{value} DESC" if descending else f"{value} ASC"  # NULLs first ascending already
 
     def json_element(self, value: str, encoding: str) -> str:
+        # NULL becomes 'null' here; df_json_agg leaves out 'null' elements.
         return {"json": f"json({value})", "plain": f"json_quote({value})",
                 "text": f"json_quote(CAST({value} AS TEXT))", "hex": f"json_quote(hex({value}))"}[encoding]
 
@@ -85,7 +86,7 @@ class SQLiteSQL:
         # SQLite 3.40 has no ORDER BY inside aggregates: df_json_agg sorts by the keys it is given.
         flags = "".join("d" if desc else "a" for _, desc in keys) + ("u" if distinct else "")
         args = ", ".join([element, c.render_literal_value(flags, sa.String()), *(k for k, _ in keys)])
-        return f"df_json_agg({args})"
+        return f"COALESCE(df_json_agg({args}), '[]')"  # an aggregate over no rows is NULL
 
 
 class PostgresSQL:
@@ -151,14 +152,13 @@ class PostgresSQL:
         return f"{value} DESC NULLS LAST" if descending else f"{value} ASC NULLS FIRST"
 
     def json_element(self, value: str, encoding: str) -> str:
-        return {"json": value, "plain": value, "text": f"CAST({value} AS TEXT)",
+        return {"json": f"NULLIF({value}, 'null'::jsonb)", "plain": value, "text": f"CAST({value} AS TEXT)",
                 "hex": f"encode({value}, 'hex')"}[encoding]
 
     def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
-        if distinct:
-            return f"jsonb_agg(DISTINCT {element})"
         order = ", ".join(self.order(k, desc) for k, desc in keys)
-        return f"jsonb_agg({element} ORDER BY {order})" if order else f"jsonb_agg({element})"
+        body = f"DISTINCT {element}" if distinct else f"{element} ORDER BY {order}" if order else element
+        return f"COALESCE(jsonb_agg({body}) FILTER (WHERE {element} IS NOT NULL), '[]'::jsonb)"
 
 
 class MySQLSQL:
@@ -222,15 +222,21 @@ class MySQLSQL:
         return f"{value} DESC" if descending else f"{value} ASC"
 
     def json_element(self, value: str, encoding: str) -> str:
-        # JSON_EXTRACT marks the text as JSON, so JSON_ARRAYAGG embeds it instead of quoting it.
-        return {"json": f"JSON_EXTRACT({value}, '$')", "plain": value, "text": f"CAST({value} AS CHAR)",
-                "hex": f"HEX({value})"}[encoding]
+        # JSON text of the value, NULL for NULL and for JSON null (GROUP_CONCAT leaves NULLs out).
+        return {"json": f"NULLIF(JSON_COMPACT({value}), 'null')",
+                "plain": f"NULLIF(JSON_EXTRACT(JSON_ARRAY({value}), '$[0]'), 'null')",
+                "text": f"JSON_QUOTE(CAST({value} AS CHAR))", "hex": f"JSON_QUOTE(HEX({value}))"}[encoding]
 
     def array_agg(self, c, element: str, keys: Sequence[tuple[str, bool]], distinct: bool) -> str:
-        if distinct:
-            return f"JSON_ARRAYAGG(DISTINCT {element})"
-        order = ", ".join(self.order(k, desc) for k, desc in keys)
-        return f"JSON_ARRAYAGG({element} ORDER BY {order})" if order else f"JSON_ARRAYAGG({element})"
+        # JSON_ARRAYAGG cannot leave NULLs out, GROUP_CONCAT does. Both are cut at
+        # group_concat_max_len with only a warning: then return text that is not JSON, so that the
+        # cut cannot pass for a shorter array. GROUP_CONCAT's ORDER BY sorts NULL as if it were 0
+        # (MariaDB 10.11), so NULLs are placed explicitly.
+        order = ", ".join(f"({k} IS NULL) {'ASC' if desc else 'DESC'}, {self.order(k, desc)}" for k, desc in keys)
+        body = f"DISTINCT {element}" if distinct else f"{element} ORDER BY {order}" if order else element
+        joined = f"CONCAT('[', COALESCE(GROUP_CONCAT({body} SEPARATOR ','), ''), ']')"
+        count = f"COUNT(DISTINCT {element})" if distinct else f"COUNT({element})"
+        return f"(CASE WHEN JSON_LENGTH({joined}) = {count} THEN {joined} ELSE 'truncated by group_concat_max_len' END)"
 
 
 DIALECTS = {"sqlite": SQLiteSQL(), "postgresql": PostgresSQL(), "mysql": MySQLSQL(), "mariadb": MySQLSQL()}

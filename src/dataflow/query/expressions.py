@@ -30,13 +30,16 @@ class Col:
     expr: Any
     pytype: type | None
     decode: Callable[[Any], Any] | None = None
+    null: Any = None  # the value of SQL NULL ([] for an array aggregate over no rows)
 
     @property
     def is_json(self) -> bool:
         return self.pytype is None
 
     def value(self, raw: Any) -> Any:
-        return self.decode(raw) if self.decode is not None and raw is not None else raw
+        if raw is None:
+            return self.null
+        return self.decode(raw) if self.decode is not None else raw
 
 
 Doc = dict  # name -> Col | Doc

@@ -98,5 +98,5 @@ def _remap(doc: Doc, sub: Any, labels: dict[str, str], prefix: str = "") -> Doc:
         if isinstance(node, dict):
             out[name] = _remap(node, sub, labels, f"{prefix}{name}.")
         else:
-            out[name] = Col(sub.c[labels[f"{prefix}{name}"]], node.pytype, node.decode)
+            out[name] = Col(sub.c[labels[f"{prefix}{name}"]], node.pytype, node.decode, node.null)
     return out

@@ -3,8 +3,8 @@
 - ``df_regexp(pattern, value)``: the ``$regex`` subset (patterns arrive rendered for Python ``re``).
 - ``df_lower(value)``: Unicode lower-casing (SQLite's ``lower()`` only folds ASCII), for ``$ilike``.
 - ``df_json_equal(a, b)``: JSON equality ignoring object key order; ``1 == 1.0`` but ``true != 1``.
-- ``df_json_agg(element_json, flags, key...)``: a JSON array of the elements sorted by the keys
-  (``flags``: one ``a``/``d`` per key, plus ``u`` for distinct). SQLite 3.40 has no ``ORDER BY``
+- ``df_json_agg(element_json, flags, key...)``: a JSON array of the non-null elements sorted by the
+  keys (``flags``: one ``a``/``d`` per key, plus ``u`` for distinct). SQLite 3.40 has no ``ORDER BY``
   inside aggregate calls, so ``$push`` after ``$sort`` passes the sort keys here.
 - ``PRAGMA case_sensitive_like = ON``: ``$like`` is case-sensitive on every database.
 """
@@ -85,14 +85,15 @@ class JsonAgg:
 
     def step(self, element: str | None, flags: str, *keys: Any) -> None:
         self.flags = flags
-        self.rows.append((keys, element))
+        if element is not None and element != "null":  # $push collects values, not nulls
+            self.rows.append((keys, element))
 
     def finalize(self) -> str:
         rows = self.rows
         directions = self.flags.replace("u", "")
         for i in reversed(range(len(directions))):  # stable sorts, least significant key first
             rows.sort(key=lambda r, i=i: _sqlite_order(r[0][i]), reverse=directions[i] == "d")
-        elements = ["null" if e is None else e for _, e in rows]
+        elements = [e for _, e in rows]
         if "u" in self.flags:
             seen, unique = set(), []
             for e in elements:
