@@ -27,7 +27,7 @@ from ..errors import DatabaseError, FilterError
 from .constructs import BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText, NumericValue, OrderKey
 from .expressions import (Col, Doc, Params, decoder_for, element_decoder, evaluate, flatten, is_field_ref,
                           json_encoding, numeric, to_number)
-from .relation import Relation, _subquery_ids
+from .relation import Relation
 
 ACCUMULATORS = ("$sum", "$avg", "$min", "$max", "$count", "$first", "$last", "$push", "$addToSet")
 
@@ -96,7 +96,7 @@ def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: 
     if any(op == "$push" for _, op, _ in accumulators):
         order_labels = [(inner.add("o", k.value), k.descending) for k in order]
     sub = rel.select(inner.columns or [sa.literal_column("1").label("k")], final=False) \
-        .subquery(f"df_g{next(_subquery_ids)}")
+        .subquery(rel.subquery_name("df_g"))
     windows = [sub.c[c.name] for c in inner.columns if c.name.startswith("w")]
     doc: Doc = {}
     if keys and keys[0][0] == "":
@@ -109,7 +109,7 @@ def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: 
         doc[name] = plan(sub, [(sub.c[label], desc) for label, desc in order_labels])
     having = [] if keys or single else [sa.func.count() > 0]
     return Relation(source=sub, doc=doc, group_by=[*(sub.c[k] for k in key_labels), *windows], having=having,
-                    tiebreak=[sub.c[k] for k in key_labels])
+                    tiebreak=[sub.c[k] for k in key_labels], names=rel.names)
 
 
 def _key_output(column: Any, col: Col) -> Col:

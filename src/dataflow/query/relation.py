@@ -18,9 +18,6 @@ import sqlalchemy as sa
 from .constructs import OrderKey
 from .expressions import Col, Doc, flatten
 
-_subquery_ids = itertools.count()
-
-
 @dataclass
 class Relation:
     source: Any
@@ -32,6 +29,12 @@ class Relation:
     tiebreak: list = field(default_factory=list)    # expressions that make the order total
     limit: Any = None
     offset: Any = None
+    # Subquery names are numbered per pipeline, so the same pipeline compiles to the same SQL
+    # (and SQLAlchemy's statement cache recognises it).
+    names: Any = field(default_factory=itertools.count, repr=False)
+
+    def subquery_name(self, prefix: str) -> str:
+        return f"{prefix}{next(self.names)}"
 
     @classmethod
     def of_table(cls, table: sa.Table, doc: Doc) -> "Relation":
@@ -75,11 +78,11 @@ class Relation:
             columns.append(expr.label(f"t{i}"))
         if not columns:
             columns.append(sa.literal_column("1").label("c"))
-        sub = self.select(columns, final=False).subquery(f"df_s{next(_subquery_ids)}")
+        sub = self.select(columns, final=False).subquery(self.subquery_name("df_s"))
         doc = _remap(self.doc, sub, labels)
         return Relation(source=sub, doc=doc,
                         order=[OrderKey(sub.c[f"o{i}"], k.descending) for i, k in enumerate(self.order)],
-                        tiebreak=[sub.c[f"t{i}"] for i in range(len(self.tiebreak))])
+                        tiebreak=[sub.c[f"t{i}"] for i in range(len(self.tiebreak))], names=self.names)
 
     def plain(self) -> "Relation":
         """A relation without LIMIT/OFFSET or aggregation (wrapping when needed)."""
