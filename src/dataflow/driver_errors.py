@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-
 from .errors import (DatabaseError, DataFlowError, DuplicateKeyError, ForeignKeyError,
                      IntegrityError, ValidationError)
 
@@ -30,6 +29,25 @@ SQLITE_MESSAGES = [
     (re.compile(r"NOT NULL constraint failed"), ValidationError),
     (re.compile(r"CHECK constraint failed"), ValidationError),
 ]
+
+# What says "the server is gone or cannot be reached", per driver. Other OperationalErrors
+# (SQLite's "no such table", MySQL's unknown column) are errors of the statement, not the link.
+MYSQL_LINK_ERRNOS = {2002, 2003, 2005, 2006, 2013, 2055, 1040, 1045, 1049}
+LINK_MESSAGES = re.compile(r"unable to open database|connection|connect|server closed|terminating|"
+                           r"could not translate host|timeout expired|database .* does not exist|"
+                           r"password authentication failed|Connection refused", re.I)
+
+
+def _is_link_error(orig: BaseException, kinds: set[str]) -> bool:
+    if not kinds & {"OperationalError", "InterfaceError"}:
+        return False
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in MYSQL_LINK_ERRNOS
+    if getattr(orig, "sqlstate", None):  # PostgreSQL reported a statement error with a SQLSTATE
+        return str(orig.sqlstate).startswith(("08", "57P", "53"))
+    return "psycopg" in type(orig).__module__ or bool(LINK_MESSAGES.search(str(orig)))
+
 
 _HINT = {
     DuplicateKeyError: "a record with the same unique value already exists",
@@ -84,7 +102,7 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         what = f" ({field})" if field else ""
         msg = f"{who} refused by the database{what}: {_HINT.get(cls, 'a constraint failed')} ({detail})"
         return cls(msg, model=model, field=field, original=orig)
-    if kinds & {"OperationalError", "InterfaceError"} or getattr(exc, "connection_invalidated", False):
+    if getattr(exc, "connection_invalidated", False) or _is_link_error(orig, kinds):
         place = f" at {where}" if where else ""
         return DatabaseError(f"{who} failed: the database{place} is unreachable or the connection was lost "
                              f"({_detail(orig)}); check that the server is running and the URL is right",
