@@ -43,7 +43,7 @@ PEOPLE = [
          metadata={"level": 10.5, "preferences": {"theme": None}, "skills": ["a", "b", "c", "d"]},
          tags=["premium", True, ["nested"]]),
     dict(name="a_b%c", age=65, score=0.0, active=False, balance=Decimal("100"), born=date(2000, 2, 29),
-         seen=datetime(2024, 6, 1, tzinfo=UTC), metadata={"level": None, "list": [1, 2, 3]}, tags=["x"]),
+         seen=datetime(2024, 6, 1, tzinfo=UTC), metadata={"level": None, "list": [1, 2, 3], "holes": [None, 1]}, tags=["x"]),
 ]
 ALL = [1, 2, 3, 4, 5]
 
@@ -174,6 +174,12 @@ CASES = {
         ({"tags": {"$elemMatch": {"$or": [{"k": 2}, {"j": "y"}]}}}, [1]),
         ({"tags.0": "premium"}, [1, 4]),
         ({"tags": None}, [3]),
+        ({"metadata.list": {"$contains": None}}, []),
+        ({"metadata.holes": {"$contains": None}}, [5]),
+        ({"metadata.holes": {"$all": [None, 1]}}, [5]),
+        ({"metadata.holes": {"$elemMatch": {"$exists": True, "$eq": None}}}, [5]),
+        ({"tags": {"$all": ["x", None]}}, []),
+        ({"metadata.skills": {"$elemMatch": {"$in": ["b", None]}}}, [4]),
         ({"tags": {"$not": {"$size": 0}}}, [1, 3, 4, 5]),
     ],
     "dates": [

@@ -107,7 +107,7 @@ class Translator:
         if op == "$exists":
             if x not in (True, False, 0, 1):
                 raise FilterError(f"$exists needs true or false, got {x!r}", path=path)
-            value = JsonKind(t.expr, t.path) if t.is_json and t.path else t.expr
+            value = JsonKind(t.expr, t.path) if t.is_json else t.expr
             return value.is_not(None) if x else value.is_(None)
         if op == "$regex":
             insensitive = regex.check_options(siblings.get("$options", ""), path.rsplit(".", 1)[0] + ".$options")
@@ -136,7 +136,7 @@ class Translator:
 
     # equality
     def is_null(self, t: Target) -> Any:
-        if t.is_json and t.path:
+        if t.is_json:  # missing, SQL NULL or JSON null
             return JsonIs(t.expr, t.path, ["null"], missing=True)
         return t.expr.is_(None)
 
