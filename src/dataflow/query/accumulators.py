@@ -7,9 +7,10 @@ accumulators follow the rows' order (the last ``$sort``, then the primary key):
 - ``$first``/``$last`` are ``first_value``/``last_value`` window functions over each group, in
   order, computed in the inner SELECT and carried into the GROUP BY (the same value on every row
   of a group), so every database keeps the order without ``ORDER BY`` inside an aggregate;
-- ``$push`` is a JSON array aggregate with the order inside it (``jsonb_agg(... ORDER BY)``,
-  ``JSON_ARRAYAGG(... ORDER BY)``; on SQLite 3.40, which lacks that syntax, ``df_json_agg`` sorts
-  by the keys it is given). ``$push`` and ``$addToSet`` collect non-null values.
+- ``$push`` is a JSON array aggregate with the order inside it (``jsonb_agg(... ORDER BY)`` on
+  PostgreSQL, ``GROUP_CONCAT(... ORDER BY)`` of JSON texts on MySQL/MariaDB; SQLite 3.40 lacks
+  that syntax, so ``df_json_agg`` sorts by the keys it is given). ``$push`` and ``$addToSet``
+  collect the non-null values (SQL NULL is a missing field; JSON null is left out too).
 
 ``$sum`` ignores nulls and gives 0 for none; ``$avg``, ``$min``, ``$max`` give null for none. On a
 JSON value they use the numbers only. A group with ``_id: null`` over no rows gives no result.
