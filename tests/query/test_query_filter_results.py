@@ -43,7 +43,8 @@ PEOPLE = [
          metadata={"level": 10.5, "preferences": {"theme": None}, "skills": ["a", "b", "c", "d"]},
          tags=["premium", True, ["nested"]]),
     dict(name="a_b%c", age=65, score=0.0, active=False, balance=Decimal("100"), born=date(2000, 2, 29),
-         seen=datetime(2024, 6, 1, tzinfo=UTC), metadata={"level": None, "list": [1, 2, 3], "holes": [None, 1]}, tags=["x"]),
+         seen=datetime(2024, 6, 1, tzinfo=UTC), metadata={"level": None, "list": [1, 2, 3], "holes": [None, 1]},
+         tags=["x"]),
 ]
 ALL = [1, 2, 3, 4, 5]
 

@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import DatabaseError, FilterError
-from .constructs import BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText, NumericValue, OrderKey
+from .constructs import (BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText, NumericValue,
+                         OrderKey)
 from .expressions import (Col, Doc, Params, decoder_for, element_decoder, evaluate, flatten, is_field_ref,
                           json_encoding, numeric, to_number)
 from .relation import Relation
