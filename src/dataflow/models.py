@@ -28,6 +28,9 @@ TIMESTAMP_FIELDS = ("created_at", "updated_at")
 
 _MISSING: Any = object()
 
+#: What ``on_delete`` may say: what happens to referring records when the referenced one is deleted.
+ON_DELETE_RULES = ("cascade", "set_null", "restrict", "no_action")
+
 DEFAULT_STR_LENGTH = 255
 DEFAULT_DECIMAL = (38, 10)
 
@@ -208,6 +211,13 @@ def spec_from_class(cls: type) -> ModelSpec:
         elif isinstance(fk, dict):
             references = fk.get("model") or fk.get("references")
             on_delete = fk.get("on_delete", on_delete)
+        if on_delete is not None and on_delete not in ON_DELETE_RULES:
+            raise ModelError(f"{model}.{name}: on_delete must be one of {', '.join(ON_DELETE_RULES)}; "
+                             f"got {on_delete!r}", model=model, field=name)
+        if on_delete == "set_null" and not nullable:
+            # Else the database refuses every delete of a referenced record (NOT NULL), as a puzzling error.
+            raise ModelError(f"{model}.{name}: on_delete='set_null' needs a field that can be null; declare it "
+                             f"Optional[{pytype.__name__}]", model=model, field=name)
         fields[name] = FieldSpec(
             name=name, pytype=pytype, nullable=nullable and not is_pk, default=default,
             default_factory=factory, primary_key=is_pk,
