@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
-from .binding import Binding
+from .binding import Binding, Relation
 from .driver_errors import translate
 from .errors import ConflictError, DatabaseError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
 from .query import compile_filter, compile_pipeline, compile_sort
@@ -194,13 +194,15 @@ class Operations:
             if not rows and raise_on_not_found:
                 raise self._missing(b, "read", what)
             return rows[0] if rows else None
+        rels = self._relations(b, include)
+        selected, hidden = _join_fields(fields, rels)
         clauses, params, what = self._key_clause(b, id, filter, "read", include_deleted)
-        stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(b.pk).limit(1)
+        stmt = sa.select(*self._projection(b, selected)).where(*clauses).order_by(b.pk).limit(1)
         with self.transaction(b, "read") as conn:
             row = conn.execute(stmt, params).mappings().first()
             record = dict(row) if row is not None else None
-            if record is not None and include:
-                self._attach(conn, b, [record], include)
+            if record is not None:
+                self._attach(conn, b, [record], rels, hidden)
         if record is None and raise_on_not_found:
             raise self._missing(b, "read", what)
         return record
@@ -277,14 +279,16 @@ class Operations:
         offset = self._limit(b, offset, "offset") or 0
         fetch = None if limit is None else limit + 1
         if include:
-            stmt, params = self.select_statement(b, filter, sort, fetch, offset, fields,
+            rels = self._relations(b, include)
+            selected, hidden = _join_fields(fields, rels)
+            stmt, params = self.select_statement(b, filter, sort, fetch, offset, selected,
                                                  include_deleted=include_deleted)
             with self.transaction(b, "list") as conn:
                 result = conn.execute(stmt, params)
                 keys = tuple(result.keys())
                 records = [dict(zip(keys, row)) for row in result.all()]
                 if records:
-                    self._attach(conn, b, records[:limit] if limit is not None else records, include)
+                    self._attach(conn, b, records[:limit] if limit is not None else records, rels, hidden)
         else:
             clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
             key = ("list", shape, repr(sort), tuple(fields or ()), fetch is None, bool(offset))
@@ -564,14 +568,23 @@ class Operations:
         return [found[k] for k in keys if k in found]
 
     # ---------------------------------------------------------------- relations
-    def _attach(self, conn, b: Binding, records: list[dict], include: Sequence[str]) -> None:
-        """Nest related records: one query per relation, never one per row."""
-        for name in include:
+    def _relations(self, b: Binding, include: str | Sequence[str]) -> list[Relation]:
+        """The relations ``include`` names (one name or a list), checked before any SQL runs."""
+        rels = []
+        for name in [include] if isinstance(include, str) else include:
             rel = b.relations.get(name)
             if rel is None:
                 known = ", ".join(b.relations) or "none (declare foreign_keys on a model)"
                 raise ValidationError(f"{b.name} has no relation {name!r} to include; relations: {known}",
                                       model=b.name, field=name)
+            rels.append(rel)
+        return rels
+
+    def _attach(self, conn, b: Binding, records: list[dict], rels: Sequence[Relation],
+                hidden: Sequence[str] = ()) -> None:
+        """Nest related records: one query per relation, never one per row; then drop ``hidden`` columns."""
+        for rel in rels:
+            name = rel.name
             target = self.db.binding(rel.target)
             keys = {r.get(rel.local) for r in records} - {None}
             found: list[dict] = []
@@ -589,6 +602,9 @@ class Operations:
                 by_key = {row[rel.remote]: row for row in found}
                 for r in records:
                     r[name] = by_key.get(r.get(rel.local))
+        for r in records:
+            for column in hidden:
+                del r[column]
 
 
 def _shape(value: Any) -> str:
@@ -608,6 +624,14 @@ def _is_unique(table: sa.Table, names: Sequence[str]) -> bool:
     groups = [c.columns for c in table.constraints if isinstance(c, (sa.PrimaryKeyConstraint, sa.UniqueConstraint))]
     groups += [i.columns for i in table.indexes if i.unique]
     return any({c.name for c in cols} == wanted for cols in groups)
+
+
+def _join_fields(fields: Sequence[str] | None, rels: Sequence[Relation]) -> tuple[list[str] | None, list[str]]:
+    """``fields`` plus the columns the relations join on, and those added (left out of the results)."""
+    if not fields:
+        return fields, []
+    hidden = list(dict.fromkeys(r.local for r in rels if r.local not in fields))
+    return [*fields, *hidden], hidden
 
 
 def _group_by_keys(rows: list[dict]) -> list[tuple[tuple[str, ...], list[dict]]]:
