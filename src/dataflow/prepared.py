@@ -46,19 +46,15 @@ class Prepared:
             dialect, codes = self.compiled.dialect, [d[1] for d in description or ()] or [None] * len(self.keys)
             self.results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, code)
                                  for c, code in zip(self.columns, codes))
-        keys, procs = self.keys, self.results
-        if not any(procs):
-            return [dict(zip(keys, row)) for row in rows]
-        pairs = [(i, p) for i, p in enumerate(procs) if p is not None]
-        out = []
-        for row in rows:
-            values = list(row)
+        keys = self.keys
+        pairs = [(i, p) for i, p in enumerate(self.results) if p is not None]
+        if pairs and rows:
+            # Column by column: each processor mapped over its column (processors take None).
+            columns = list(zip(*rows))
             for i, p in pairs:
-                v = values[i]
-                if v is not None:
-                    values[i] = p(v)
-            out.append(dict(zip(keys, values)))
-        return out
+                columns[i] = map(p, columns[i])
+            rows = zip(*columns)
+        return [dict(zip(keys, row)) for row in rows]
 
 
 def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
