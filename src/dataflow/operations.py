@@ -30,6 +30,8 @@ UTC = timezone.utc
 DEFAULT_LIMIT = 100
 DEFAULT_BATCH = 5000
 ON_CONFLICT = ("error", "skip", "update")
+#: Actions that only read: on SQLite their transactions stay deferred, so readers never queue behind writers.
+READ_ACTIONS = frozenset({"read", "list", "count", "aggregate"})
 
 
 class Operations:
@@ -42,11 +44,16 @@ class Operations:
     @contextmanager
     def transaction(self, b: Binding, action: str) -> Iterator[sa.Connection]:
         """A connection in a transaction; database errors leave as DataFlow errors."""
-        engine = self.db.engine
         self._ready(b, action)
         try:
-            with engine.begin() as conn:
-                yield conn
+            with self.db.engine.connect() as conn:
+                if self.db.backend == "sqlite" and action not in READ_ACTIONS:
+                    # A deferred SQLite transaction that reads, then writes (update, delete, upsert) deadlocks
+                    # with another doing the same, and SQLite fails one at once with 'database is locked'
+                    # instead of waiting. Taking the write lock at BEGIN makes the second writer wait its turn.
+                    conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
         except DataFlowError:
             raise
         except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
