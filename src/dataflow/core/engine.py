@@ -31,10 +31,10 @@ DRIVERS = {
 #: Statements run on every new connection, per backend.
 ON_CONNECT = {
     # Strict mode: MariaDB only warns about a value a column cannot hold; UTC for DATETIME.
-    # group_concat_max_len: $push/$addToSet use GROUP_CONCAT on MariaDB, cut at 1 MB by default.
+    # group_concat_max_len: $push/$addToSet use GROUP_CONCAT on MariaDB, cut at 1 MB by default (1 GiB here).
     "mysql": ["SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,"
               "NO_AUTO_VALUE_ON_ZERO'", "SET SESSION time_zone = '+00:00'",
-              "SET SESSION group_concat_max_len = 4294967295"],
+              "SET SESSION group_concat_max_len = 1073741824"],
     "sqlite": ["PRAGMA foreign_keys=ON"],
     # UTC sessions: timestamptz values come back in UTC, no conversion per value.
     "postgresql": ["SET TIME ZONE 'UTC'"],
