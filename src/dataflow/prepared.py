@@ -32,6 +32,7 @@ class Prepared:
     keys: tuple[str, ...]                          # result columns ("" when no rows come back)
     columns: tuple[sa.ColumnElement, ...]          # result columns, for their result processors
     statement: sa.sql.ClauseElement | None = None  # set when the SQL depends on the values (IN lists)
+    read_only: bool = False                        # a plain SELECT: atomic on its own
 
     def parameters(self, params: Mapping[str, Any]) -> tuple:
         values = self.compiled.construct_params(params, _check=False)
@@ -68,7 +69,8 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
     binds = tuple(compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
     columns = list(getattr(stmt, "selected_columns", ()) or getattr(stmt, "_returning", ()) or ())
     keys = tuple(c.key if getattr(c, "key", None) else str(i) for i, c in enumerate(columns))
-    return Prepared(str(compiled), compiled, names, binds, keys, tuple(columns))
+    return Prepared(str(compiled), compiled, names, binds, keys, tuple(columns),
+                    read_only=isinstance(stmt, sa.Select))
 
 
 def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch: bool = True) -> list[dict]:
@@ -88,18 +90,27 @@ def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch:
     return prepared.records(rows, description)
 
 
+#: Backends where one SELECT runs without BEGIN/COMMIT around it (it is atomic by itself):
+#: two round trips fewer on PostgreSQL. SQLite connections are in autocommit mode already.
+AUTOCOMMIT_READS = {"postgresql": True, "sqlite": True, "mysql": False}
+
+
 def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetch: bool) -> tuple[list, Any]:
     conn = db.engine.raw_connection()
     cursor = None
+    driver = conn.driver_connection
+    autocommit = prepared.read_only and AUTOCOMMIT_READS[db.backend]
     try:
-        driver = conn.driver_connection
+        if autocommit and db.backend == "postgresql":
+            driver.autocommit = True  # client-side switch while idle: no round trip
         cursor = driver.cursor()
-        if db.backend == "sqlite":  # our SQLite connections are in autocommit mode: begin explicitly
+        if db.backend == "sqlite" and not autocommit:  # pysqlite is in autocommit mode: begin explicitly
             cursor.execute("BEGIN")
         cursor.execute(prepared.sql, prepared.parameters(params))
         rows = cursor.fetchall() if fetch else []
         description = cursor.description
-        driver.commit()
+        if not autocommit:
+            driver.commit()
         return rows, description
     except BaseException as exc:
         try:
@@ -116,4 +127,9 @@ def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetc
                 cursor.close()
             except Exception:
                 pass
+        if autocommit and db.backend == "postgresql":
+            try:
+                driver.autocommit = False
+            except Exception as exc:  # a broken connection: let the pool replace it
+                conn.invalidate(exc)
         conn.close()
