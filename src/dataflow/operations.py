@@ -365,6 +365,8 @@ class Operations:
                 raise b.codec.unknown(unknown, "conflict_on")
             where = {k: v for k, v in {**(create or {}), **(update or {}), **where}.items() if k in conflict_on}
         values = b.codec.for_update(update) if update else {}
+        if values and b.spec.versioned:
+            values["version"] = b.table.c.version + 1  # every change moves the version, as update does
         clauses, params = self._where(b, where, path="where")
         for attempt in (1, 2):
             try:
@@ -434,7 +436,7 @@ class Operations:
                 else:
                     target = self._conflict_target(b, conflict_on, keys)
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
-                                              update=on_conflict == "update")
+                                              update=on_conflict == "update", bump=_version_of(b))
                 for chunk in _chunks(group, batch_size):
                     # New records: distinct conflict keys not stored yet (a key twice in the data is one record).
                     new = len(chunk) if on_conflict == "error" else self._new_keys(conn, b, target, chunk)
@@ -527,7 +529,7 @@ class Operations:
                 if missing:
                     raise ValidationError(f"{b.name} bulk upsert: every record needs the conflict field(s) "
                                           f"{missing}", model=b.name, field=missing[0])
-                stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True)
+                stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
                 for chunk in _chunks(group, batch_size):
                     new = self._new_keys(conn, b, target, chunk)
                     conn.execute(stmt, chunk)
@@ -631,6 +633,11 @@ def _is_unique(table: sa.Table, names: Sequence[str]) -> bool:
     groups = [c.columns for c in table.constraints if isinstance(c, (sa.PrimaryKeyConstraint, sa.UniqueConstraint))]
     groups += [i.columns for i in table.indexes if i.unique]
     return any({c.name for c in cols} == wanted for cols in groups)
+
+
+def _version_of(b: Binding) -> str | None:
+    """The column an upsert increments on the records it changes: ``version`` on a versioned model."""
+    return "version" if b.spec.versioned else None
 
 
 def _join_fields(fields: Sequence[str] | None, rels: Sequence[Relation]) -> tuple[list[str] | None, list[str]]:
