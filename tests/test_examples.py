@@ -1,7 +1,8 @@
-"""Every example runs as written on every backend: examples/quickstart.py and examples/seed/0*.py."""
+"""Every example runs as written on every backend: examples/quickstart.py and examples/seed/[0-9]*.py."""
 
 import runpy
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,11 @@ def tables(db_url):
 
 
 def seed_files():
-    return sorted(p.name for p in SEED.glob("0*.py"))
+    return sorted(p.name for p in SEED.glob("[0-9]*.py"))
 
 
 def test_every_seed_example_is_covered():
-    assert seed_files() == sorted(CHECKS), "a new examples/seed/0*.py needs its checks in CHECKS"
+    assert seed_files() == sorted(CHECKS), "a new examples/seed/NN_*.py needs its checks in CHECKS"
 
 
 def test_quickstart(run_example, db_url, capsys):
@@ -157,6 +158,26 @@ def check_09(g, db_url):
     assert g["names"] == ["John Smith", "Alice Doe", "Carol Poe"]
 
 
+def check_10(g, db_url):
+    # completed orders: customer 1 spent 10.50 + 20.00, customer 3 7.00, customer 2 5.25
+    assert [(r["_id"], r["total_spent"], r["order_count"]) for r in g["results"]] == [
+        (1, Decimal("30.5"), 2), (3, Decimal("7"), 1), (2, Decimal("5.25"), 1)]
+
+
+def check_11(g, db_url):
+    assert g["metrics"]["today"] == Decimal("150.75")  # every order was created today
+    sold = g["metrics"]["top_products"]
+    assert [(r["_id"], r["sold"]) for r in sold] == [(1, 11), (2, 10), (0, 9), (3, 9)]
+    assert g["health"] == {"active_users": 3, "error_rate": 2}  # seen in the last 5 min; errors in the last hour
+
+
+def check_13(g, db_url):
+    assert g["results"] == [{"_id": "eng", "count": 3}, {"_id": "sales", "count": 2},
+                            {"_id": "engineering", "count": 1}, {"_id": "hr", "count": 1}]
+    # age > 18 and department in (eng, sales), newest first (one bulk load: ties by id)
+    assert [u["name"] for u in g["users"]] == ["John Smith", "john lower", "Bob Roe", "Carol Poe", "Eve Loe"]
+
+
 CHECKS = {
     "01_model_definition.py": check_01,
     "02_generated_nodes.py": check_02,
@@ -167,6 +188,9 @@ CHECKS = {
     "07_schema_management.py": check_07,
     "08_comparison_operators.py": check_08,
     "09_array_and_json.py": check_09,
+    "10_aggregation_pipeline.py": check_10,
+    "11_dashboard_queries.py": check_11,
+    "13_migration_guide.py": check_13,
 }
 
 
