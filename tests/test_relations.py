@@ -469,3 +469,37 @@ def test_foreign_key_errors_through_nodes(blog):
     assert rows(db, "SELECT COUNT(*) FROM posts") == [(4,)]
     assert rows(db, "SELECT COUNT(*) FROM users") == [(3,)]
 
+
+
+def test_two_keys_to_one_model_get_distinct_reverse_names(db):
+    @db.model
+    class User:
+        name: str
+
+    @db.model
+    class Post:
+        title: str
+        author_id: int
+        editor_id: Optional[int] = None
+        __dataflow__ = {"foreign_keys": {"author_id": "User", "editor_id": "User"}}
+
+    assert set(db.get_model_info("User")["relations"]) == {"posts", "posts_editor"}
+    a, e = db.create("User", name="a"), db.create("User", name="e")
+    db.create("Post", title="t", author_id=a["id"], editor_id=e["id"])
+    edited = db.read("User", e["id"], include=["posts", "posts_editor"])
+    assert edited["posts"] == [] and [p["title"] for p in edited["posts_editor"]] == ["t"]
+
+
+def test_a_model_that_cannot_be_built_leaves_the_instance_usable(db):
+    @db.model
+    class User:
+        name: str
+
+    with pytest.raises(ModelError, match="unknown field 'nope'"):
+        @db.model
+        class Bad:
+            x: int
+            __dataflow__ = {"unique": ["nope"]}
+
+    assert db.list_models() == ["User"]
+    assert db.create("User", name="still works")["name"] == "still works"

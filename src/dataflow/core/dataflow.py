@@ -63,8 +63,17 @@ class DataFlow:
             if taken and taken != spec.name:
                 raise ModelError(f"{spec.name}: table {spec.table!r} is already used by model {taken}",
                                  model=spec.name)
+            previous = self._specs.get(spec.name)
             self._specs[spec.name] = spec
-            self._rebuild()
+            try:
+                self._rebuild()
+            except Exception:  # a model that cannot be built leaves the instance as it was
+                if previous is None:
+                    del self._specs[spec.name]
+                else:
+                    self._specs[spec.name] = previous
+                self._rebuild()
+                raise
             self._nodes[spec.name] = register_nodes(self, spec)
             self._ready = False
         cls.query_builder = classmethod(lambda c, _db=self, _n=spec.name: _db.query_builder(_n))
@@ -86,8 +95,11 @@ class DataFlow:
                 forward = f.name[:-3] if f.name.endswith("_id") else f"{f.name}_ref"
                 bindings[spec.name].relations.setdefault(
                     forward, Relation(forward, target.name, f.name, target.primary_key, many=False))
+                # The reverse side is named after the referring table (User.posts); a second
+                # key from the same table to the same model adds the field (User.posts_editor).
+                reverse = spec.table if spec.table not in bindings[target.name].relations else f"{spec.table}_{forward}"
                 bindings[target.name].relations.setdefault(
-                    spec.table, Relation(spec.table, spec.name, target.primary_key, f.name, many=True))
+                    reverse, Relation(reverse, spec.name, target.primary_key, f.name, many=True))
         self._bindings = bindings
         self._names = {}
         for spec in self._specs.values():
