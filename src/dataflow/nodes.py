@@ -20,7 +20,7 @@ from kailash.nodes.base import Node, NodeMetadata, NodeParameter, NodeRegistry
 from .errors import ValidationError
 from .models import ModelSpec
 from .operations import DEFAULT_BATCH, DEFAULT_LIMIT
-from .values import json_record, json_safe
+from .values import json_safe
 
 if TYPE_CHECKING:
     from .core.dataflow import DataFlow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa

@@ -1,0 +1,51 @@
+"""``include=[...]``: related records nested into results, one query per relation."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+
+from ..binding import Binding, Relation
+from ..errors import ValidationError
+from .base import OperationsBase
+
+
+class RelationOperations(OperationsBase):
+    def _relations(self, b: Binding, include: str | Sequence[str]) -> list[Relation]:
+        """The relations ``include`` names (one name or a list), checked before any SQL runs."""
+        rels = []
+        for name in [include] if isinstance(include, str) else include:
+            rel = b.relations.get(name)
+            if rel is None:
+                known = ", ".join(b.relations) or "none (declare foreign_keys on a model)"
+                raise ValidationError(f"{b.name} has no relation {name!r} to include; relations: {known}",
+                                      model=b.name, field=name)
+            rels.append(rel)
+        return rels
+
+    def _attach(self, conn, b: Binding, records: list[dict], rels: Sequence[Relation],
+                hidden: Sequence[str] = ()) -> None:
+        """Nest related records: one query per relation, never one per row; then drop ``hidden`` columns."""
+        for rel in rels:
+            name = rel.name
+            target = self.db.binding(rel.target)
+            keys = {r.get(rel.local) for r in records} - {None}
+            found: list[dict] = []
+            if keys:
+                clauses, params = self._where(target, None)
+                stmt = sa.select(target.table).where(target.table.c[rel.remote].in_(list(keys)), *clauses)
+                found = [dict(r) for r in conn.execute(stmt.order_by(target.pk), params).mappings()]
+            if rel.many:
+                groups: dict[Any, list] = {}
+                for row in found:
+                    groups.setdefault(row[rel.remote], []).append(row)
+                for r in records:
+                    r[name] = groups.get(r.get(rel.local), [])
+            else:
+                by_key = {row[rel.remote]: row for row in found}
+                for r in records:
+                    r[name] = by_key.get(r.get(rel.local))
+        for r in records:
+            for column in hidden:
+                del r[column]
