@@ -27,8 +27,9 @@ ON_CONFLICT = ("error", "skip", "update")
 #: Actions that only read: on SQLite their transactions stay deferred, so readers never queue behind writers.
 READ_ACTIONS = frozenset({"read", "list", "count", "aggregate"})
 
+
 class OperationsBase:
-    """The operations layer of one ``DataFlow`` instance."""
+    """What every operation shares: the instance, transactions, errors, WHERE clauses, prepared statements."""
 
     def __init__(self, db: "DataFlow") -> None:
         self.db = db
