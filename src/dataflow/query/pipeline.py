@@ -10,24 +10,34 @@ Nothing is computed in Python but the final conversion of each row: the database
 filtering, grouping and aggregation. ``Pipeline.shape(rows)`` turns the rows into documents:
 ``{"_id": ..., "total_spent": ...}`` with native Python values (``Decimal``, aware ``datetime``...).
 Documents of an ungrouped table have its column names (the primary key is ``id``, not ``_id``).
+
+Compilations are cached by the pipeline's shape (``pipeline_shapes.py``): a pipeline with the same
+stages, operators, field references and kinds of values, over the same table and base filter,
+re-binds its values (checking them, as filters do) without compiling again. ``$limit`` and
+``$skip`` numbers are bound parameters, so paging through results reuses one statement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
 from ..errors import FilterError
 from ..schema.types import pytype_of
+from . import pipeline_shapes, shapes
 from .accumulators import ACCUMULATORS, _check_name, build_group
+from .constructs import OrderKey
 from .expressions import Col, Doc, Params, evaluate, fields_of, flatten, lookup
-from .filters import Filter, compile_filter_on
+from .fields import Target
+from .filters import Filter, _ShapeCache
+from .pipeline_shapes import is_count, is_excluded, is_included
 from .relation import Relation
 from .sorting import parse_sort, sort_values
-from .constructs import OrderKey
-from .fields import Target
+from .translator import Translator
 
 STAGES = ("$match", "$group", "$sort", "$limit", "$skip", "$project", "$count")
 #: What a bare accumulator stage returns over no rows.
@@ -43,6 +53,10 @@ class Pipeline:
     outputs: list = field(repr=False, default_factory=list)  # [(key, label | subtree, Col)]
     scalar: str | None = None                                 # the accumulator of a bare stage
     empty: Any = None
+    #: A small token for the cached compilation this came from: equal keys mean the same
+    #: ``statement`` (only ``params`` differ); None when the pipeline is not cached. Callers may key
+    #: their own per-statement caches by it (the operations layer's prepared statements).
+    key: Any = field(repr=False, default=None)
 
     def shape(self, rows: Sequence[Any]) -> list[dict] | Any:
         """Rows -> MongoDB-shaped documents, or the single value of a bare accumulator stage."""
@@ -76,18 +90,100 @@ def compile_pipeline(table: sa.Table, pipeline: list, *, base: Filter | None = N
     """Compile an aggregation pipeline over ``table`` into one SELECT.
 
     ``base`` (a compiled filter on ``table``) is ANDed in before the first stage. Errors raise
-    ``FilterError`` naming the stage, e.g. ``pipeline[1].$group.total``.
+    ``FilterError`` naming the stage, e.g. ``pipeline[1].$group.total``, on every call: a cached
+    shape still checks its values.
     """
     if not isinstance(pipeline, (list, tuple)):
         raise FilterError(f"a pipeline is a list of stages, got {type(pipeline).__name__}", path=path)
+    tmpl = pipeline_shapes.template(pipeline)
+    base_key = _base_key(base)
+    key = None if base_key is None else (tmpl.key, base_key, path)
+    entry = CACHE.get(table, key)
+    if entry is None:
+        entry = _compile(table, tmpl, base, path)
+        params = entry.bind(tmpl.values, base)  # check the values before caching the shape
+        if key is not None and entry.reusable:
+            CACHE.put(table, key, entry)
+        else:
+            entry = replace(entry, serial=None)
+    else:
+        params = entry.bind(tmpl.values, base)
+    return Pipeline(entry.statement, params, entry.outputs, entry.scalar, entry.empty,
+                    None if entry.serial is None else ("pipeline", entry.serial))
+
+
+# -- the cache --------------------------------------------------------------------------------
+
+CACHE = _ShapeCache()
+_serials = itertools.count()
+
+
+def cache_info() -> dict:
+    """Hits and misses of the pipeline compilation cache."""
+    return {"hits": CACHE.hits, "misses": CACHE.misses}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A compiled shape, and how to fill its parameters from a pipeline's values."""
+
+    statement: sa.Select
+    outputs: list
+    scalar: str | None
+    empty: Any
+    fixed: dict                           # parameters that are part of the shape (boolean literals)
+    slots: tuple[tuple[int, str], ...]    # (value index, parameter name): bound as given
+    binders: tuple[tuple[int, Callable], ...]  # (value index, binder): $match values, checked and converted
+    reusable: bool = True
+    serial: int | None = field(default_factory=lambda: next(_serials))  # never reused, unlike id()
+
+    def bind(self, values: list, base: Filter | None) -> dict:
+        params = dict(base.params) if base is not None else {}
+        for index, binder in self.binders:
+            binder(values[index], params)
+        params.update(self.fixed)
+        for index, name in self.slots:
+            params[name] = values[index]
+        return params
+
+
+def _base_key(base: Filter | None) -> Any:
+    """What the base filter contributes to the shape; None when it cannot be cached.
+
+    SQLAlchemy's cache key names the clause's structure and its parameter names without their
+    values, which ``base.params`` carries; a clause that holds values of its own is not cached.
+    """
+    if base is None or base.clause is None:
+        return ()
+    cache_key = base.clause._generate_cache_key()  # memoized on the clause: cached filters are free
+    if cache_key is None or any(bp.key not in base.params for bp in cache_key.bindparams):
+        return None
+    return cache_key.key
+
+
+class _Recorder(Params):
+    """Pipeline parameters that remember which marked value each one was bound from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slots: list[tuple[int, str]] = []
+
+    def bind(self, value: Any, type_: Any = None) -> Any:
+        bp = super().bind(value, type_)
+        if isinstance(value, pipeline_shapes.Marked):
+            self.slots.append((value.index, bp.key))
+        return bp
+
+
+def _compile(table: sa.Table, tmpl: pipeline_shapes.Template, base: Filter | None, path: str) -> _Entry:
+    """Compile the marked copy of a pipeline; the entry re-binds any values of its shape."""
     rel = Relation.of_table(table, table_doc(table))
-    params = Params()
-    filter_params: dict = {}
+    params = _Recorder()
+    binders: list[tuple[int, Callable]] = []
     if base is not None and base.clause is not None:
         rel = rel.with_(where=[base.clause])
-        filter_params.update(base.params)
     scalar, empty = None, None
-    for i, stage in enumerate(pipeline):
+    for i, stage in enumerate(tmpl.stages):
         where = f"{path}[{i}]"
         if scalar is not None:
             raise FilterError("a bare accumulator stage must be the last stage", path=where)
@@ -96,8 +192,9 @@ def compile_pipeline(table: sa.Table, pipeline: list, *, base: Filter | None = N
         (name, spec), = stage.items()
         where = f"{where}.{name}"
         if name == "$match":
-            rel, f = _match(rel, spec, f"df_m{i}_", where)
-            filter_params.update(f.params)
+            rel, found = _match(rel, spec, f"df_m{i}_", where)
+            offset = tmpl.match_offsets.get(i, 0)
+            binders.extend((offset + index, binder) for index, binder in found)
         elif name == "$group":
             rel = build_group(rel, spec, params, where)
         elif name == "$sort":
@@ -123,7 +220,23 @@ def compile_pipeline(table: sa.Table, pipeline: list, *, base: Filter | None = N
     columns: list = []
     outputs = _outputs(rel.doc, columns)
     statement = rel.select(columns or [sa.literal_column("1").label("c")])
-    return Pipeline(statement, {**filter_params, **params.values}, outputs, scalar, empty)
+    slot_names = {name for _, name in params.slots}
+    fixed = {name: value for name, value in params.values.items() if name not in slot_names}
+    return _Entry(statement, outputs, scalar, empty, fixed, tuple(params.slots), tuple(binders),
+                  _reusable(statement, tmpl, params.slots))
+
+
+def _reusable(statement: sa.Select, tmpl: pipeline_shapes.Template, slots: list) -> bool:
+    """Whether every marked value went into a parameter, and only there.
+
+    A marked value that the compiler read in any other way would make the SQL depend on it; such a
+    shape is compiled every time rather than served wrongly from the cache.
+    """
+    if {index for index, _ in slots} != set(tmpl.marked):
+        return False
+    cache_key = statement._generate_cache_key()  # memoized: SQLAlchemy reuses it when executing
+    return cache_key is not None and not any(isinstance(bp.value, pipeline_shapes.Marked)
+                                             for bp in cache_key.bindparams)
 
 
 def _outputs(doc: Doc, columns: list) -> list:
@@ -139,17 +252,24 @@ def _outputs(doc: Doc, columns: list) -> list:
 
 
 def _count(value: Any, path: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_count(value, minimum):
         raise FilterError(f"expected a whole number >= {minimum}, got {value!r}", path=path)
     return value
 
 
-def _match(rel: Relation, spec: Any, prefix: str, path: str) -> tuple[Relation, Filter]:
+def _match(rel: Relation, spec: Any, prefix: str, path: str) -> tuple[Relation, list]:
+    """Add a ``$match``; return the relation and the binders of the filter's values."""
     rel = rel.plain()
-    f = compile_filter_on(fields_of(rel.doc, "this stage"), spec, path=path, prefix=prefix)
-    if f.clause is not None:
-        rel = rel.with_(where=[*rel.where, f.clause])
-    return rel, f
+    if spec is None:
+        return rel, []
+    if not isinstance(spec, Mapping):
+        raise FilterError(f"a filter must be a dict, got {type(spec).__name__} {spec!r}", path=path)
+    if not spec:
+        return rel, []
+    _, _, tmpl = shapes.template(dict(spec))
+    tr = Translator(fields_of(rel.doc, "this stage"), prefix=prefix)
+    rel = rel.with_(where=[*rel.where, tr.filter(tmpl, path)])
+    return rel, tr.binders
 
 
 def _sort(rel: Relation, spec: Any, path: str) -> Relation:
@@ -170,23 +290,19 @@ def _sort(rel: Relation, spec: Any, path: str) -> Relation:
 def _project(rel: Relation, spec: Any, params: Params, path: str) -> Doc:
     if not isinstance(spec, Mapping) or not spec:
         raise FilterError("$project needs a non-empty dict", path=path)
-
-    def excluded(v: Any) -> bool:
-        return v is False or (not isinstance(v, bool) and isinstance(v, (int, float)) and v == 0)
-
     rest = {k: v for k, v in spec.items() if k != "_id"}
-    if rest and all(excluded(v) for v in rest.values()):
+    if rest and all(is_excluded(v) for v in rest.values()):
         for k in rest:
             if k not in rel.doc:
                 raise FilterError(f"unknown field {k!r}", path=f"{path}.{k}")
-        drop = set(rest) | ({"_id"} if excluded(spec.get("_id", 1)) else set())
+        drop = set(rest) | ({"_id"} if is_excluded(spec.get("_id", 1)) else set())
         return {k: v for k, v in rel.doc.items() if k not in drop}
     doc: Doc = {}
     if "_id" in rel.doc and "_id" not in spec:
         doc["_id"] = rel.doc["_id"]
     for key, value in spec.items():
         where = f"{path}.{key}"
-        if excluded(value):
+        if is_excluded(value):
             if key != "_id":
                 raise FilterError("$project cannot mix inclusion and exclusion (except _id: 0)", path=where)
             continue
@@ -195,13 +311,9 @@ def _project(rel: Relation, spec: Any, params: Params, path: str) -> Doc:
     return doc
 
 
-def _included(value: Any) -> bool:
-    return value is True or (not isinstance(value, bool) and isinstance(value, (int, float)))
-
-
 def _projected(rel: Relation, key: str, value: Any, params: Params, path: str) -> Any:
     """One projected value; ``key`` is its dotted name in the input (for inclusion)."""
-    if _included(value):
+    if is_included(value):
         return lookup(rel.doc, key, path)
     if isinstance(value, Mapping) and value and not any(str(k).startswith("$") for k in value):
         out: Doc = {}
