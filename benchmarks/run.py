@@ -1,7 +1,8 @@
 """Time DataFlow's operations layer and its nodes against the raw drivers; print each ratio.
 
     python benchmarks/run.py [--backend sqlite|postgresql|mysql|all] [--rows 100000]
-                             [--creates 1000] [--repeat 3] [--lists 200]
+                             [--creates 1000] [--repeat 3] [--lists 200] [--aggregates 20]
+                             [--cases create,bulk,list,query,aggregate]
 
 Each backend runs in a fresh process of its own. The script measures, it does not assert:
 it exits 0 whether targets are met or not (and when a server is not reachable, that
@@ -17,9 +18,13 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
+import queries
 import report
-from suite import CASES, Options, run_backend
+import suite
+from suite import Options
 from workload import BACKENDS, DEFAULT_BACKENDS
+
+CASES = (*suite.CASES, *queries.CASES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--creates", type=int, default=Options.creates, help="single creates per path")
     p.add_argument("--repeat", type=int, default=Options.repeat,
                    help="repeats of bulk create and List per path; the median is reported")
-    p.add_argument("--lists", type=int, default=Options.lists, help="List calls per repeat")
+    p.add_argument("--lists", type=int, default=Options.lists, help="List calls per repeat (the list and query cases)")
+    p.add_argument("--aggregates", type=int, default=queries.QueryOptions.aggregates,
+                   help="aggregations per repeat (the aggregate case)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
     args = p.parse_args(argv)
     args.cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
@@ -45,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [b for b in args.backends if b not in BACKENDS]
         if unknown:
             p.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)} or all")
-    for name in ("rows", "creates", "repeat", "lists"):
+    for name in ("rows", "creates", "repeat", "lists", "aggregates"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     return args
@@ -53,29 +60,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists, cases=args.cases)
-    print(f"DataFlow benchmarks: {', '.join(args.backends)}; rows={opts.rows:,} creates={opts.creates:,} "
-          f"repeat={opts.repeat} lists={opts.lists} (Python {platform.python_version()})", flush=True)
+    opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists,
+                   cases=tuple(c for c in args.cases if c in suite.CASES))
+    query_opts = queries.QueryOptions(rows=args.rows, repeat=args.repeat, lists=args.lists,
+                                      aggregates=args.aggregates,
+                                      cases=tuple(c for c in args.cases if c in queries.CASES))
+    print(f"DataFlow benchmarks: {', '.join(args.backends)}; cases={','.join(args.cases)} rows={opts.rows:,} "
+          f"creates={opts.creates:,} repeat={opts.repeat} lists={opts.lists} aggregates={args.aggregates} "
+          f"(Python {platform.python_version()})", flush=True)
     timings: list[dict] = []
     notes: list[str] = []
     failed = False
     spawn = multiprocessing.get_context("spawn")
+    runs = [(suite.run_backend, asdict(opts)) if opts.cases else None,
+            (queries.run_backend, asdict(query_opts)) if query_opts.cases else None]
     for backend in args.backends:
         print(f"  {backend} ...", flush=True)
-        # A fresh process per backend: no engine, registry or runtime state carries over.
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            try:
-                out = pool.submit(run_backend, backend, asdict(opts)).result()
-            except Exception as exc:  # a bug or a crash: report it, keep the other backends
-                failed = True
-                notes.append(f"{backend}: FAILED: {type(exc).__name__}: {exc}")
-                continue
-        if "skipped" in out:
-            notes.append(f"{backend}: skipped ({out['skipped']})")
-            continue
-        timings.extend(out["timings"])
-        if out["list_sql"]:
-            notes.append(f"{backend}: List SQL: {' '.join(out['list_sql'].split())}")
+        for run_backend, options in filter(None, runs):
+            # A fresh process per backend and suite: no engine, registry or runtime state carries over.
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                try:
+                    out = pool.submit(run_backend, backend, options).result()
+                except Exception as exc:  # a bug or a crash: report it, keep the other backends
+                    failed = True
+                    notes.append(f"{backend}: FAILED: {type(exc).__name__}: {exc}")
+                    continue
+            if "skipped" in out:
+                notes.append(f"{backend}: skipped ({out['skipped']})")
+                break
+            timings.extend(out["timings"])
+            if out.get("list_sql"):
+                notes.append(f"{backend}: List SQL: {' '.join(out['list_sql'].split())}")
+            notes.extend(out.get("notes", []))
     print()
     if timings:
         print(report.table(report.rows_of(timings)))
