@@ -233,13 +233,17 @@ def spec_from_class(cls: type) -> ModelSpec:
         raise ModelError(f"{model}.id must be int, str or UUID", model=model, field="id")
     # Order: id first, declared fields, then the timestamps DataFlow keeps.
     ordered = {pk: fields.pop(pk), **fields}
+    # Fields DataFlow adds; __dataflow__ "indexes"/"unique" may name them too.
+    def kept(name: str, pytype: type, **kw: Any) -> FieldSpec:
+        return FieldSpec(name, pytype, index=name in index_fields, unique=name in unique_fields, **kw)
+
     if options.get("timestamps", True):
-        for ts in TIMESTAMP_FIELDS:
-            ordered.setdefault(ts, FieldSpec(ts, datetime, nullable=True, auto=ts))
+        for ts in TIMESTAMP_FIELDS:  # always set by DataFlow: NOT NULL, so an index on them serves sorts
+            ordered.setdefault(ts, kept(ts, datetime, auto=ts))
     if options.get("versioned"):
-        ordered.setdefault("version", FieldSpec("version", int, default=1))
+        ordered.setdefault("version", kept("version", int, default=1))
     if options.get("soft_delete"):
-        ordered.setdefault("deleted_at", FieldSpec("deleted_at", datetime, nullable=True))
+        ordered.setdefault("deleted_at", kept("deleted_at", datetime, nullable=True))
     for fname in fks:
         if fname not in ordered:
             raise ModelError(f"{model}: foreign_keys names unknown field {fname!r}", model=model, field=fname)

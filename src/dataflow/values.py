@@ -270,8 +270,8 @@ class Codec:
             if conv is None:
                 raise self.unknown(data)
             if value is None:
-                if name == self.spec.primary_key and self.auto_pk:
-                    continue  # the database assigns it
+                if (name == self.spec.primary_key and self.auto_pk) or name in self.stamps:
+                    continue  # the database assigns the key; DataFlow stamps the time
                 row[name] = self.value(name, None)  # raises unless the field is nullable
                 continue
             try:
@@ -322,6 +322,8 @@ class Codec:
         columns: list = []
         for name in given:
             col = list(map(itemgetter(name), rows))
+            if name in self.stamps:
+                col = [now if v is None else v for v in col]
             checked = _fast_ok(self.spec.fields[name], col)
             if checked is None:
                 checked = []
@@ -348,12 +350,9 @@ class Codec:
                                   f"{self.spec.fields[name].describe_type()}); add it to every record",
                                   model=self.spec.name, field=name)
         for name in self.stamps:
-            if name not in keyset:
+            if name not in keyset:  # given ones had their None replaced by ``now`` above
                 keys.append(name)
                 columns.append(Constant(now, n))
-            else:
-                i = keys.index(name)
-                columns[i] = [now if v is None else v for v in columns[i]]
         return keys, columns
 
     def for_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ..errors import ConflictError, DatabaseError, DataFlowError, ForeignKeyErro
 from ..prepared import Prepared, prepare
 from ..prepared import run as run_prepared
 from ..query import compile_filter, compile_sort
+from ..query.sorting import parse_sort
 
 if TYPE_CHECKING:
     from ..core.dataflow import DataFlow
@@ -172,6 +173,17 @@ class OperationsBase:
                              f"{expected}{now}; read it again and retry", model=b.name)
 
     # ---------------------------------------------------------------- many records
+    def _ordered_select(self, b: Binding, clauses: list, sort: Any, fields: Sequence[str] | None) -> sa.Select:
+        """SELECT ... WHERE ... ORDER BY the sort, then the primary key for a stable order.
+
+        The key runs in the direction of the last sort key, so an index on (that key) serves the whole
+        ORDER BY (secondary indexes end with the primary key on SQLite and MySQL).
+        """
+        order = compile_sort(b.table, sort) if sort else []
+        keys = parse_sort(sort) if sort else []
+        tiebreak = b.pk.desc() if keys and keys[-1][1] else b.pk
+        return sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, tiebreak)
+
     def select_statement(self, b: Binding, filter: Mapping | None = None, sort: Any = None,
                          limit: int | None = None, offset: int = 0, fields: Sequence[str] | None = None, *,
                          include_deleted: bool = False) -> tuple[sa.Select, dict]:
@@ -179,8 +191,7 @@ class OperationsBase:
         limit = self._limit(b, limit, "limit")
         offset = self._limit(b, offset, "offset") or 0
         clauses, params = self._where(b, filter, include_deleted=include_deleted)
-        order = compile_sort(b.table, sort) if sort else []
-        stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, b.pk)
+        stmt = self._ordered_select(b, clauses, sort, fields)
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:

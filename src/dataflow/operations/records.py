@@ -136,14 +136,11 @@ class RecordOperations(OperationsBase):
             key = ("list", shape, repr(sort), tuple(fields or ()), fetch is None, bool(offset))
 
             def build() -> sa.Select:
-                order = compile_sort(b.table, sort) if sort else []
-                stmt = sa.select(*self._projection(b, fields)).where(*clauses).order_by(*order, b.pk)
+                stmt = self._ordered_select(b, clauses, sort, fields)
                 if fetch is not None:
                     stmt = stmt.limit(sa.bindparam("df_limit", type_=sa.Integer()))
                 return stmt.offset(sa.bindparam("df_offset", type_=sa.Integer())) if offset else stmt
 
-            if sort:
-                compile_sort(b.table, sort)  # check it every time: the key holds only its text
             p = self._prepared(b, key, build)
             records = self._run(b, "list", p, {**params, "df_limit": fetch, "df_offset": offset})
         has_more = limit is not None and len(records) > limit

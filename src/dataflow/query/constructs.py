@@ -218,10 +218,12 @@ class OrderKey(_Construct):
     """One ORDER BY item, NULLs first ascending and last descending on every database."""
 
     __visit_name__ = "df_order_key"
-    _traverse_internals = [("value", T.dp_clauseelement), ("descending", T.dp_boolean)]
+    _traverse_internals = [("value", T.dp_clauseelement), ("descending", T.dp_boolean),
+                           ("nullable", T.dp_boolean)]
 
-    def __init__(self, value, descending: bool = False) -> None:
-        self.value, self.descending = value, descending
+    def __init__(self, value, descending: bool = False, *, nullable: bool = True) -> None:
+        # nullable=False (a NOT NULL column): no NULLS FIRST/LAST, so an index on the column serves the sort.
+        self.value, self.descending, self.nullable = value, descending, nullable
         self.type = value.type
 
 
@@ -329,7 +331,10 @@ def _binary(el, c, **kw):
 
 @compiles(OrderKey)
 def _order_key(el, c, **kw):
-    return _sql(c).order(c.process(el.value, **kw), el.descending)
+    value = c.process(el.value, **kw)
+    if not el.nullable:
+        return f"{value} DESC" if el.descending else f"{value} ASC"
+    return _sql(c).order(value, el.descending)
 
 
 @compiles(JsonElement)

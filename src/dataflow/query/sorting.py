@@ -87,7 +87,8 @@ def order_keys(fields: Any, sort: Any, *, path: str = "sort") -> list[OrderKey]:
     keys: list[OrderKey] = []
     for name, descending, where in parse_sort(sort, path=path):
         target = fields.resolve(name, where)
-        keys.extend(OrderKey(v, descending) for v in sort_values(target))
+        nullable = not (isinstance(target.expr, sa.Column) and not target.expr.nullable)
+        keys.extend(OrderKey(v, descending, nullable=nullable) for v in sort_values(target))
     return keys
 
 

@@ -53,6 +53,8 @@ def build_table(spec: ModelSpec, metadata: sa.MetaData,
             primary_key=f.primary_key,
             autoincrement=True if f.autoincrement else False,
             nullable=f.nullable and not f.primary_key,
+            # DataFlow stamps created_at/updated_at itself; the server default covers rows other tools insert.
+            server_default=sa.text("CURRENT_TIMESTAMP") if f.auto else None,
             info={"pytype": f.pytype, "field": f},
         ))
     for f in spec.fields.values():
