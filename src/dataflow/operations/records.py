@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import sqlalchemy as sa
 
 from ..errors import DataFlowError, ValidationError
-from ..query import compile_filter, compile_pipeline, compile_sort
+from ..query import Filter, compile_pipeline
 from .base import DEFAULT_LIMIT, UTC, OperationsBase, _join_fields, _shape
 
 
@@ -162,13 +162,13 @@ class RecordOperations(OperationsBase):
         if not isinstance(pipeline, (list, tuple)):
             raise ValidationError(f"{b.name}: pipeline must be a list of stages", model=b.name)
         clauses, params = self._where(b, filter)
-        base = compile_filter(b.table, None)
-        if clauses:
-            base = type(base)(clause=sa.and_(*clauses), params=params)
+        base = Filter(sa.and_(*clauses), params) if clauses else None
         compiled = compile_pipeline(b.table, list(pipeline), base=base)
-        with self.transaction(b, "aggregate") as conn:
-            rows = conn.execute(compiled.statement, compiled.params).mappings().all()
-        return compiled.shape(rows)
+        if compiled.key is None:  # a shape the pipeline cache does not keep: through SQLAlchemy each time
+            with self.transaction(b, "aggregate") as conn:
+                return compiled.shape(conn.execute(compiled.statement, compiled.params).mappings().all())
+        p = self._prepared(b, ("aggregate", compiled.key), lambda: compiled.statement)
+        return compiled.shape(self._run(b, "aggregate", p, compiled.params))
 
     def upsert(self, model: str, where: Mapping[str, Any], update: Mapping[str, Any] | None = None,
                create: Mapping[str, Any] | None = None, conflict_on: Sequence[str] | None = None) -> tuple[bool, dict]:
