@@ -29,11 +29,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import sqlalchemy as sa
-from dataflow.prepared import Prepared
 from sqlalchemy.engine import make_url
 
 import raw as raw_driver
 import workload
+from capture import captured
 from suite import Timing, _check, _medians, _timed
 
 CASES = ("query", "aggregate")
@@ -154,7 +154,7 @@ class QueryBench:
 
     def dataflows_sql(self, name: str, call: Callable[[], object]) -> Callable[[], list]:
         """The raw driver running the SELECT that ``call`` sends, with its parameters."""
-        sql, params = captured(self.db.engine, call)
+        sql, params = captured(self.db.engine, call, TABLE)
         self.notes.append(f"{self.backend}: {name} SQL: {' '.join(sql.split())}")
         select = self.raw.select
         return lambda: select(sql, params)
@@ -215,38 +215,3 @@ class QueryBench:
                    "ops": f"db.query().where().aggregate({stages})"}
             out += self._measure("aggregate", f"{name} of {n:,}", self.opts.aggregates, 1, paths, how)
         return out
-
-
-def captured(engine: sa.Engine, call: Callable[[], object]) -> tuple[str, object]:
-    """The last SELECT on ``TABLE`` that ``call`` sends to the driver, and its parameters.
-
-    Statements run through SQLAlchemy are seen by its ``before_cursor_execute`` event; statements
-    DataFlow prepared once per shape (``dataflow.prepared``) by wrapping ``Prepared.parameters``.
-    """
-    seen: list[tuple[str, object]] = []
-
-    def wanted(sql: str) -> bool:
-        return sql.lstrip().upper().startswith("SELECT") and TABLE in sql
-
-    def on_execute(conn, cursor, sql, params, context, executemany):  # noqa: ANN001
-        if wanted(sql):
-            seen.append((sql, params))
-
-    original = Prepared.parameters
-
-    def grab(prepared, params):  # noqa: ANN001
-        values = original(prepared, params)
-        if wanted(prepared.sql):
-            seen.append((prepared.sql, values))
-        return values
-
-    sa.event.listen(engine, "before_cursor_execute", on_execute)
-    Prepared.parameters = grab
-    try:
-        call()
-    finally:
-        Prepared.parameters = original
-        sa.event.remove(engine, "before_cursor_execute", on_execute)
-    if not seen:
-        raise RuntimeError("benchmark check failed: no SELECT captured")
-    return seen[-1]

@@ -18,7 +18,6 @@ from time import perf_counter
 from typing import Callable
 
 import sqlalchemy as sa
-from dataflow.prepared import Prepared
 from kailash.nodes.base import NodeRegistry
 from kailash.runtime.local import LocalRuntime
 from kailash.workflow.builder import WorkflowBuilder
@@ -26,6 +25,7 @@ from kailash.workflow.builder import WorkflowBuilder
 import raw as raw_driver
 import workload
 from noop import noop_like
+from capture import captured
 from workload import LIST_AGE, TABLE
 
 MODEL = "BenchUser"
@@ -211,26 +211,8 @@ class Bench:
         return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
 
     def _captured(self, call: Callable[[], object]) -> tuple[str, object]:
-        """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``.
-
-        DataFlow runs List as a statement prepared once per shape (dataflow.prepared); its
-        ``parameters`` builds what goes to the driver, so wrapping it shows both.
-        """
-        seen: list[tuple[str, object]] = []
-        original = Prepared.parameters
-
-        def grab(prepared, params):  # noqa: ANN001
-            values = original(prepared, params)
-            if prepared.sql.lstrip().upper().startswith("SELECT") and TABLE in prepared.sql:
-                seen.append((prepared.sql, values))
-            return values
-
-        Prepared.parameters = grab
-        try:
-            call()
-        finally:
-            Prepared.parameters = original
-        return seen[-1]
+        """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``."""
+        return captured(self.db.engine, call, TABLE)
 
 
 def _check(ok: bool, what: str) -> None:

@@ -31,13 +31,20 @@ class Prepared:
     binds: tuple[Processor | None, ...]            # per placeholder
     keys: tuple[str, ...]                          # result columns ("" when no rows come back)
     columns: tuple[sa.ColumnElement, ...]          # result columns, for their result processors
-    statement: sa.sql.ClauseElement | None = None  # set when the SQL depends on the values (IN lists)
+    expanding: bool = False                        # "IN (...)": the SQL depends on the list lengths
     read_only: bool = False                        # a plain SELECT: atomic on its own
 
-    def parameters(self, params: Mapping[str, Any]) -> tuple:
+    def bound(self, params: Mapping[str, Any]) -> tuple[str, tuple]:
+        """The SQL and the positional values the driver gets for ``params``."""
+        if self.expanding:  # one placeholder per list item: SQLAlchemy expands the text for these values
+            state = self.compiled.construct_expanded_state(params)
+            procs = state.processors
+            return state.statement, tuple([
+                v if v is None or procs.get(n) is None else procs[n](v)
+                for n, v in ((n, state.parameters[n]) for n in state.positiontup)])
         values = self.compiled.construct_params(params, _check=False)
-        return tuple([v if p is None or v is None else p(v) for v, p in
-                      zip([values[n] for n in self.names], self.binds)])
+        return self.sql, tuple([v if p is None or v is None else p(v) for v, p in
+                                zip([values[n] for n in self.names], self.binds)])
 
     results: tuple[Processor | None, ...] | None = None  # per result column, set on first use
 
@@ -62,15 +69,12 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
     """Compile ``stmt`` once for ``dialect`` with positional placeholders."""
     twin = positional_dialect(dialect)
     compiled = stmt.compile(dialect=twin)
-    if compiled.post_compile_params:
-        # "IN (...)" expands per call: such a statement runs through SQLAlchemy each time.
-        return Prepared("", compiled, (), (), (), (), statement=stmt)
     names = tuple(compiled.positiontup or ())
     binds = tuple(compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
     columns = list(getattr(stmt, "selected_columns", ()) or getattr(stmt, "_returning", ()) or ())
     keys = tuple(c.key if getattr(c, "key", None) else str(i) for i, c in enumerate(columns))
     return Prepared(str(compiled), compiled, names, binds, keys, tuple(columns),
-                    read_only=isinstance(stmt, sa.Select))
+                    expanding=bool(compiled.post_compile_params), read_only=isinstance(stmt, sa.Select))
 
 
 def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch: bool = True) -> list[dict]:
@@ -79,13 +83,6 @@ def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch:
     Driver errors propagate as they are (the caller translates them); a connection that the
     error shows to be dead is invalidated, so the pool replaces it.
     """
-    if prepared.statement is not None:
-        with db.engine.begin() as sa_conn:
-            result = sa_conn.execute(prepared.statement, dict(params))
-            if not fetch or not result.returns_rows:
-                return []
-            keys = tuple(result.keys())
-            return [dict(zip(keys, row)) for row in result.all()]
     rows, description = _run_raw(db, prepared, params, fetch)
     return prepared.records(rows, description)
 
@@ -106,7 +103,7 @@ def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetc
         cursor = driver.cursor()
         if db.backend == "sqlite" and not autocommit:  # pysqlite is in autocommit mode: begin explicitly
             cursor.execute("BEGIN")
-        cursor.execute(prepared.sql, prepared.parameters(params))
+        cursor.execute(*prepared.bound(params))
         rows = cursor.fetchall() if fetch else []
         description = cursor.description
         if not autocommit:
