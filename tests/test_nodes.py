@@ -398,3 +398,25 @@ def test_close_unregisters_only_its_own_models(db, tmp_path):
         assert NodeRegistry.get("OrderCreateNode")._db is other
     assert "OrderCreateNode" not in NodeRegistry.list_nodes()
     assert NodeRegistry.get("UserCreateNode")._db is db
+
+
+def test_aggregate_node_returns_json_numbers(db, rt):
+    from decimal import Decimal
+
+    @db.model
+    class Sale:
+        region: str
+        amount: Decimal
+
+    db.bulk_create("Sale", [{"region": r, "amount": Decimal(a)} for r, a in
+                            [("n", "10.25"), ("n", "4.75"), ("s", "7.50"), ("s", "0.50"), ("e", "1.00")]])
+    grouped = one(rt, "SaleAggregateNode", {
+        "pipeline": [{"$group": {"_id": "$region", "total": {"$sum": "$amount"}, "n": {"$sum": 1}}},
+                     {"$sort": {"total": -1}}],
+        "filter": {"region": {"$ne": "e"}}})
+    assert grouped == {"results": [{"_id": "n", "total": 15.0, "n": 2}, {"_id": "s", "total": 8.0, "n": 2}],
+                       "count": 2}
+    assert all(isinstance(r["total"], float) for r in grouped["results"])
+    assert one(rt, "SaleAggregateNode", {"pipeline": [{"$sum": "$amount"}]}) == {"result": 24.0}
+    failed = one(rt, "SaleAggregateNode", {"pipeline": [{"$group": {"_id": "$nope"}}]})
+    assert "FilterError" in failed["error"] and "nope" in failed["error"]

@@ -216,11 +216,22 @@ def _bulk_upsert(model: str, fields: tuple[str, ...], encode: Callable[[Mapping]
     return run
 
 
+def _numbers(value: Any) -> Any:
+    """Aggregates are JSON numbers from nodes (CONVENTIONS.md): a Decimal sum becomes a float."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return json_safe(value)
+
+
 def _aggregate(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
     def run(db, kw):
         result = db.operations.aggregate(model, kw.get("pipeline") or [], _pick(kw, "filter", "conditions"))
-        return {"result": json_safe(result)} if not isinstance(result, list) else {
-            "results": json_safe(result), "count": len(result)}
+        return {"result": _numbers(result)} if not isinstance(result, list) else {
+            "results": _numbers(result), "count": len(result)}
     return run
 
 
