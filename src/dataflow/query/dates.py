@@ -58,7 +58,7 @@ def parse_iso(text: str, *, path: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise FilterError(f"{text!r} is not an ISO 8601 date/time, 'today', or an offset like '-5m', "
+        raise FilterError(f"the text is not an ISO 8601 date/time, 'today', or an offset like '-5m', "
                           f"'-1h', '-7d', '-2w'", path=path) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
@@ -74,7 +74,7 @@ def to_date(value: Any, *, path: str) -> date:
             return date.fromisoformat(value.strip())
         except ValueError:
             return resolve_date(value, path=path).date()
-    raise FilterError(f"expected a date (ISO 'YYYY-MM-DD' string or date), got {value!r}", path=path)
+    raise FilterError(f"expected a date (ISO 'YYYY-MM-DD' string or date), got {type(value).__name__}", path=path)
 
 
 def to_datetime(value: Any, *, path: str) -> datetime:

@@ -206,7 +206,7 @@ def json_scalar(value: Any, path: str) -> Any:
         return dates.to_datetime(value, path=path).isoformat()
     if isinstance(value, (date, uuid.UUID)):
         return value.isoformat() if isinstance(value, date) else str(value)
-    raise FilterError(f"cannot compare a JSON value with {_kind_name(value)} {value!r}", path=path)
+    raise FilterError(f"cannot compare a JSON value with {_kind_name(value)}", path=path)
 
 
 def json_document(value: Any, path: str) -> str:
@@ -229,5 +229,5 @@ def _json_default(value: Any) -> Any:
 
 def ensure_mapping(value: Any, path: str, what: str = "a filter") -> Mapping:
     if not isinstance(value, Mapping):
-        raise FilterError(f"{what} must be a dict, got {_kind_name(value)} {value!r}", path=path)
+        raise FilterError(f"{what} must be a dict, got {_kind_name(value)}", path=path)
     return value

@@ -177,7 +177,7 @@ def compile_filter(table: sa.Table, filt: Mapping | None, *, path: str = "filter
     if filt is None:
         return Filter(None, {})
     if not isinstance(filt, Mapping):
-        raise FilterError(f"a filter must be a dict, got {type(filt).__name__} {filt!r}", path=path)
+        raise FilterError(f"a filter must be a dict, got {type(filt).__name__}", path=path)
     if not filt:
         return Filter(None, {})
     filt = dict(filt) if not isinstance(filt, dict) else filt
@@ -197,7 +197,7 @@ def compile_filter_on(fields: Fields, filt: Mapping | None, *, path: str, prefix
     if filt is None:
         return Filter(None, {})
     if not isinstance(filt, Mapping):
-        raise FilterError(f"a filter must be a dict, got {type(filt).__name__} {filt!r}", path=path)
+        raise FilterError(f"a filter must be a dict, got {type(filt).__name__}", path=path)
     if not filt:
         return Filter(None, {})
     _, values, tmpl = shapes.template(dict(filt))

@@ -263,7 +263,7 @@ def _match(rel: Relation, spec: Any, prefix: str, path: str) -> tuple[Relation, 
     if spec is None:
         return rel, []
     if not isinstance(spec, Mapping):
-        raise FilterError(f"a filter must be a dict, got {type(spec).__name__} {spec!r}", path=path)
+        raise FilterError(f"a filter must be a dict, got {type(spec).__name__}", path=path)
     if not spec:
         return rel, []
     _, _, tmpl = shapes.template(dict(spec))

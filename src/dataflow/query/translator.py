@@ -60,7 +60,7 @@ class Translator:
     def filter(self, f: Any, path: str, fields: Any = None) -> Any:
         fields = fields or self.fields
         if not isinstance(f, Mapping):
-            raise FilterError(f"a filter must be a dict, got {type(f).__name__} {f!r}", path=path)
+            raise FilterError(f"a filter must be a dict, got {type(f).__name__}", path=path)
         clauses = []
         for key, value in f.items():
             p = f"{path}.{key}"
@@ -188,7 +188,7 @@ class Translator:
         op = "$nin" if negated else "$in"
         items = value_of(x)
         if not isinstance(items, list):
-            raise FilterError(f"{op} needs a list of values, got {type(items).__name__} {items!r}", path=path)
+            raise FilterError(f"{op} needs a list of values, got {type(items).__name__}", path=path)
         has_none = any(e is None for e in items)
         if not t.is_json:
             within = self._typed_in(t, x, items, path, op) if any(e is not None for e in items) else None
@@ -376,7 +376,7 @@ def _coercer(pytype: type, path: str) -> Callable[[Any], Any]:
 def _like_checker(op: str, path: str) -> Callable[[Any], Any]:
     def check(v):
         if not isinstance(v, str):
-            raise FilterError(f"{op} needs a string pattern, got {v!r}", path=path)
+            raise FilterError(f"{op} needs a string pattern, got {type(v).__name__}", path=path)
         if (len(v) - len(v.rstrip("\\"))) % 2:
             raise FilterError(f"{op} pattern ends with a lone escape '\\'; write '\\\\' for a backslash",
                               path=path)
@@ -387,7 +387,7 @@ def _like_checker(op: str, path: str) -> Callable[[Any], Any]:
 def _substring(path: str) -> Callable[[Any], Any]:
     def escape(v):
         if not isinstance(v, str):
-            raise FilterError(f"$contains on a string field needs a string, got {v!r}", path=path)
+            raise FilterError(f"$contains on a string field needs a string, got {type(v).__name__}", path=path)
         return "%" + v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return escape
 
