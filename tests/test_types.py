@@ -417,3 +417,21 @@ def test_direct_api_returns_native_types(db):
     assert {k: type(rec[k]) for k in expected_types} == expected_types
     assert type(rec["created_at"]) is datetime and rec["created_at"].tzinfo is not None
     assert not math.isnan(rec["f"])
+
+
+def test_trailing_spaces_and_control_characters_count_everywhere(db):
+    """MariaDB's utf8mb4_bin pads with spaces ('a' = 'a ', '\\n' < ''); our tables' collation does not."""
+    from typing import Optional
+
+    @db.model
+    class Tag:
+        label: str
+        meta: Optional[dict] = None
+        __dataflow__ = {"unique": ["label"]}
+
+    db.bulk_create("Tag", [{"label": "a", "meta": {"k": "a"}}, {"label": "a ", "meta": {"k": "a "}},
+                           {"label": "\n", "meta": {"k": "\n"}}])  # 'a' and 'a ' are two values
+    assert [t["label"] for t in db.list("Tag", {"label": "a"})] == ["a"]
+    assert [t["label"] for t in db.list("Tag", {"label": {"$gt": ""}}, sort={"label": 1})] == ["\n", "a", "a "]
+    assert [t["label"] for t in db.list("Tag", {"meta.k": "a"})] == ["a"]
+    assert [t["label"] for t in db.list("Tag", {"meta.k": {"$gt": ""}}, sort={"label": 1})] == ["\n", "a", "a "]

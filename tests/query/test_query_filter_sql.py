@@ -50,7 +50,7 @@ CASES = [
         "postgresql": "(CASE WHEN jsonb_typeof((persons.metadata #> '{\"preferences\",\"theme\"}')) = 'string' "
                       "THEN (persons.metadata #>> '{\"preferences\",\"theme\"}') END) = %(df_f{n}_0)s::VARCHAR",
         "mysql": "(CASE WHEN JSON_TYPE(JSON_EXTRACT(persons.metadata, '$.\"preferences\".\"theme\"')) IN ('STRING') "
-                 "THEN JSON_UNQUOTE(JSON_EXTRACT(persons.metadata, '$.\"preferences\".\"theme\"')) END) = %s"}),
+                 "THEN (JSON_UNQUOTE(JSON_EXTRACT(persons.metadata, '$.\"preferences\".\"theme\"')) COLLATE utf8mb4_nopad_bin) END) = %s"}),
     ({"metadata.n": {"$gt": 3}}, {
         "sqlite": "(CASE WHEN json_type(persons.metadata, '$.\"n\"') IN ('integer', 'real') "
                   "THEN json_extract(persons.metadata, '$.\"n\"') END) > ?",
@@ -73,8 +73,8 @@ CASES = [
                       "THEN (df_e0.value #>> '{}') END) = %(df_f{n}_0)s::VARCHAR)",
         "mysql": "(JSON_TYPE(JSON_EXTRACT(persons.tags, '$')) = 'ARRAY' AND EXISTS (SELECT 1 FROM "
                  "JSON_TABLE(persons.tags, '$[*]' COLUMNS (v JSON PATH '$')) AS df_e0 WHERE (CASE WHEN "
-                 "JSON_TYPE(JSON_EXTRACT(df_e0.v, '$')) IN ('STRING') THEN JSON_UNQUOTE(JSON_EXTRACT(df_e0.v, '$')) "
-                 "END) = %s)) = 1"}),
+                 "JSON_TYPE(JSON_EXTRACT(df_e0.v, '$')) IN ('STRING') THEN "
+                 "(JSON_UNQUOTE(JSON_EXTRACT(df_e0.v, '$')) COLLATE utf8mb4_nopad_bin) END) = %s)) = 1"}),
     ({"tags": {"$size": {"$gt": 3}}}, {
         "sqlite": "(CASE WHEN json_type(persons.tags, '$') = 'array' THEN json_array_length(persons.tags, '$') END) > ?",
         "postgresql": "(CASE WHEN jsonb_typeof(persons.tags) = 'array' THEN jsonb_array_length(persons.tags) END) "

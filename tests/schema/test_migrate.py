@@ -68,7 +68,7 @@ def test_create_every_type_then_plan_is_empty(engine, backend):
             found = dict(conn.exec_driver_sql(
                 "SELECT table_name, table_collation FROM information_schema.tables "
                 "WHERE table_schema = DATABASE()").all())
-        assert set(found.values()) == {"utf8mb4_bin"}, found
+        assert set(found.values()) == {"utf8mb4_nopad_bin"}, found
 
 
 # ------------------------------------------------------------------------------------------ add fields

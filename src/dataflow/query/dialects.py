@@ -179,7 +179,7 @@ class MySQLSQL:
     def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
         x = self._at(c, doc, path)
         test = f"JSON_TYPE({x}) IN {in_list(self.kind_names[kind])}"
-        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"JSON_UNQUOTE({x})", "bool": f"({x} = 'true')"}[kind]
+        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"(JSON_UNQUOTE({x}) COLLATE utf8mb4_nopad_bin)", "bool": f"({x} = 'true')"}[kind]
         return f"(CASE WHEN {test} THEN {then} END)"
 
     def text(self, c, doc: str, path: JsonPath) -> str:
@@ -216,7 +216,7 @@ class MySQLSQL:
         return value
 
     def binary(self, value: str) -> str:
-        return value  # tables use utf8mb4_bin (schema/tables.py); JSON_UNQUOTE yields utf8mb4_bin
+        return value  # columns use the NO PAD binary collation (schema/tables.py); so do JSON strings (scalar)
 
     def order(self, value: str, descending: bool) -> str:
         return f"{value} DESC" if descending else f"{value} ASC"

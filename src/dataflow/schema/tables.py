@@ -13,10 +13,12 @@ from .types import column_type
 ON_DELETE = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT",
              "no_action": "NO ACTION", None: None}
 
-#: Table options per dialect. MySQL compares strings case-insensitively unless the
-#: collation is binary; CONVENTIONS.md asks for case-sensitive everywhere.
-TABLE_KWARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB",
-                "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin", "mariadb_engine": "InnoDB"}
+#: Table options per dialect. MySQL compares strings case-insensitively unless the collation is
+#: binary (CONVENTIONS.md: case-sensitive everywhere), and MariaDB's utf8mb4_bin still pads with
+#: spaces: 'a' = 'a ' and '\n' < ''. The NO PAD binary collation compares like SQLite and PostgreSQL.
+MYSQL_COLLATION = "utf8mb4_nopad_bin"
+TABLE_KWARGS = {"mysql_charset": "utf8mb4", "mysql_collate": MYSQL_COLLATION, "mysql_engine": "InnoDB",
+                "mariadb_charset": "utf8mb4", "mariadb_collate": MYSQL_COLLATION, "mariadb_engine": "InnoDB"}
 
 
 def build_table(spec: ModelSpec, metadata: sa.MetaData,
