@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Optional
@@ -86,6 +87,7 @@ class Person:
     balance: Optional[Decimal] = None
     born: Optional[date] = None
     seen: Optional[datetime] = None
+    code: Optional[uuid.UUID] = None
     metadata: Optional[dict] = None
     tags: Optional[list] = None
 

@@ -5,29 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Optional
 
 import pytest
 
 from dataflow.query import compile_filter
-from dfq_support import insert, make_table, matching_ids
+from dfq_support import Person, insert, make_table, matching_ids
 
 UTC = timezone.utc
 U1, U2 = uuid.UUID("12345678-1234-5678-1234-567812345678"), uuid.UUID("87654321-4321-8765-4321-876543218765")
-
-
-class Person:
-    __dataflow__ = {"timestamps": False}
-    name: Optional[str] = None
-    age: Optional[int] = None
-    score: Optional[float] = None
-    active: Optional[bool] = None
-    balance: Optional[Decimal] = None
-    born: Optional[date] = None
-    seen: Optional[datetime] = None
-    code: Optional[uuid.UUID] = None
-    metadata: Optional[dict] = None
-    tags: Optional[list] = None
 
 
 PEOPLE = [

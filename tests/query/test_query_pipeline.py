@@ -4,26 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Optional
 
 import pytest
 import sqlalchemy as sa
 
 from dataflow.query import compile_filter, compile_pipeline
-from dfq_support import insert, make_table, sql
+from dfq_support import Order, insert, make_table, sql
 
 UTC = timezone.utc
-
-
-class Order:
-    __dataflow__ = {"timestamps": False}
-    customer_id: int
-    status: str
-    amount: Decimal
-    quantity: Optional[int] = None
-    price: Optional[float] = None
-    created: Optional[datetime] = None
-    meta: Optional[dict] = None
 
 
 def at(day: int) -> datetime:

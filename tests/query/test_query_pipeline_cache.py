@@ -14,8 +14,8 @@ from dataflow.query import Filter, compile_filter, compile_pipeline
 from dataflow.query import pipeline as pipeline_module
 from dataflow.models import spec_from_class
 from dataflow.schema.tables import build_table
-from dfq_support import insert, make_table, sql
-from test_query_pipeline import ORDERS, Order
+from dfq_support import Order, insert, make_table, sql
+from test_query_pipeline import ORDERS
 
 UTC = timezone.utc
 TABLE = build_table(spec_from_class(Order), sa.MetaData())
