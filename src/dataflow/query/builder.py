@@ -1,12 +1,17 @@
-"""``User.query_builder()``: collect a filter, sort and page, then hand them to a List or Count node."""
+"""A List's parameters collected step by step: ``QueryBuilder`` (``User.query_builder()``) and its base.
+
+``ListSpec`` holds what both the builder and the fluent ``Query`` (query.py) collect: filters that AND
+together, a sort, a page and a projection; it turns them into a List node's parameters or SQL.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..errors import FilterError
+from ..errors import FilterError, ValidationError
 
 if TYPE_CHECKING:
+    from ..binding import Binding
     from ..core.dataflow import DataFlow
 
 
@@ -23,51 +28,59 @@ def merge_filters(filters: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None
     return merged
 
 
-class QueryBuilder:
-    """A List/Count node's parameters, built step by step: ``filter`` calls AND together."""
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
-    def __init__(self, db: "DataFlow", model: str) -> None:
+
+class ListSpec:
+    """Filters, sort, page and fields of a List; each refining call changes it in place and returns it."""
+
+    def __init__(self, db: "DataFlow", name: str) -> None:
         self._db = db
-        self._binding = db.binding(model, modelled=True)
+        self._name = name
         self._filters: list[dict[str, Any]] = []
         self._sort: Any = None
         self._limit: int | None = None
-        self._offset: int = 0
+        self._offset = 0
         self._fields: list[str] | None = None
 
-    def filter(self, conditions: Mapping[str, Any]) -> "QueryBuilder":
-        """Add conditions (MongoDB-style); repeated calls AND together."""
-        if not isinstance(conditions, Mapping):
-            raise FilterError(f"filter must be a dict, got {type(conditions).__name__}", path="filter")
-        from . import compile_filter  # validate now: errors point at the call that made them
+    @property
+    def _binding(self) -> "Binding":
+        return self._db.binding(self._name)
 
-        compile_filter(self._binding.table, conditions)
+    def _check(self, conditions: Mapping[str, Any]) -> None:
+        """Hook: QueryBuilder compiles the filter at once; Query when it runs."""
+
+    def filter(self, conditions: Mapping[str, Any]):
+        """Add MongoDB-style conditions; repeated calls AND together."""
+        if not isinstance(conditions, Mapping):
+            raise FilterError(f"a filter must be a dict, got {type(conditions).__name__}", path="filter")
+        self._check(conditions)
         self._filters.append(dict(conditions))
         return self
 
     where = filter
 
-    def sort(self, spec: Any) -> "QueryBuilder":
+    def sort(self, spec: Any):
         """Order by ``{"field": 1|-1}`` or ``["-field", "other"]``."""
-        from . import compile_sort
-
-        compile_sort(self._binding.table, spec)
         self._sort = spec
         return self
 
     order_by = sort
 
-    def limit(self, n: int) -> "QueryBuilder":
-        self._limit = n
+    def limit(self, n: int):
+        self._limit = _count(n, "limit")
         return self
 
-    def offset(self, n: int) -> "QueryBuilder":
-        self._offset = n
+    def skip(self, n: int):
+        self._offset = _count(n, "skip")
         return self
 
-    skip = offset
+    offset = skip
 
-    def fields(self, names: Sequence[str]) -> "QueryBuilder":
+    def fields(self, names: Sequence[str]):
         self._fields = list(names)
         return self
 
@@ -78,18 +91,15 @@ class QueryBuilder:
     def to_params(self) -> dict[str, Any]:
         """The parameters of a ``<Model>ListNode`` (``filter`` alone suits a ``<Model>CountNode``)."""
         params: dict[str, Any] = {"filter": self.conditions or {}}
-        if self._sort is not None:
-            params["sort"] = self._sort
-        if self._limit is not None:
-            params["limit"] = self._limit
+        for key, value in (("sort", self._sort), ("limit", self._limit), ("fields", self._fields)):
+            if value is not None:
+                params[key] = value
         if self._offset:
             params["offset"] = self._offset
-        if self._fields is not None:
-            params["fields"] = self._fields
         return params
 
     def to_sql(self, dialect: str | None = None) -> str:
-        """The SQL a List with these parameters would run, for reading (values inlined)."""
+        """The SELECT a List with these parameters runs, for reading (values inlined)."""
         from .query import render_sql
 
         stmt, params = self._db.operations.select_statement(
@@ -97,4 +107,24 @@ class QueryBuilder:
         return render_sql(self._db, stmt, params, dialect)
 
     def __repr__(self) -> str:
-        return f"QueryBuilder({self._binding.name}, {self.to_params()!r})"
+        return f"{type(self).__name__}({self._name!r}, {self.to_params()!r})"
+
+
+class QueryBuilder(ListSpec):
+    """A List/Count node's parameters for a model; filters and sorts are checked as they are given."""
+
+    def __init__(self, db: "DataFlow", model: str) -> None:
+        super().__init__(db, db.binding(model, modelled=True).name)
+
+    def _check(self, conditions: Mapping[str, Any]) -> None:
+        from . import compile_filter  # errors point at the call that made them
+
+        compile_filter(self._binding.table, conditions)
+
+    def sort(self, spec: Any) -> "QueryBuilder":
+        from . import compile_sort
+
+        compile_sort(self._binding.table, spec)
+        return super().sort(spec)
+
+    order_by = sort

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from ..errors import FilterError, ValidationError
-from .builder import merge_filters
+from .builder import ListSpec
 
 if TYPE_CHECKING:
     from ..core.dataflow import DataFlow
@@ -27,66 +26,14 @@ def render_sql(db: "DataFlow", stmt: sa.Select, params: Mapping[str, Any], diale
         return str(stmt.compile(dialect=target))
 
 
-class Query:
+class Query(ListSpec):
     """A query that runs only when asked: ``.all()``, iteration, ``.first()``, ``.count()``, ``.aggregate()``.
 
     ``where``, ``sort``, ``limit``, ``skip`` and ``fields`` refine it in place and return it, so
-    both chaining and ``query.where({...})`` on a query handed to you work.
+    both chaining and ``query.where({...})`` on a query handed to you work. ``name`` is a model or
+    any table (reflected on first use).
     """
 
-    def __init__(self, db: "DataFlow", name: str) -> None:
-        self._db = db
-        self._name = name
-        self._filters: list[dict[str, Any]] = []
-        self._sort: Any = None
-        self._limit: int | None = None
-        self._offset = 0
-        self._fields: list[str] | None = None
-
-    @property
-    def _binding(self):
-        return self._db.binding(self._name)
-
-    # ---------------------------------------------------------------- refining
-    def where(self, conditions: Mapping[str, Any]) -> "Query":
-        """Add MongoDB-style conditions; repeated calls AND together."""
-        if not isinstance(conditions, Mapping):
-            raise FilterError(f"where() takes a dict, got {type(conditions).__name__}", path="filter")
-        self._filters.append(dict(conditions))
-        return self
-
-    filter = where
-
-    def sort(self, spec: Any) -> "Query":
-        """Order by ``{"field": 1|-1}`` or ``["-field", ...]``."""
-        self._sort = spec
-        return self
-
-    order_by = sort
-
-    def limit(self, n: int) -> "Query":
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError(f"limit must be a non-negative integer, got {n!r}")
-        self._limit = n
-        return self
-
-    def skip(self, n: int) -> "Query":
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError(f"skip must be a non-negative integer, got {n!r}")
-        self._offset = n
-        return self
-
-    offset = skip
-
-    def fields(self, names: Sequence[str]) -> "Query":
-        self._fields = list(names)
-        return self
-
-    @property
-    def conditions(self) -> dict[str, Any] | None:
-        return merge_filters(self._filters)
-
-    # ---------------------------------------------------------------- running
     def all(self) -> list[dict[str, Any]]:
         """Every matching record (native Python values)."""
         records, _ = self._db.operations.list(self._name, self.conditions, self._sort, self._limit,
@@ -112,22 +59,3 @@ class Query:
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]]) -> Any:
         """Run a pipeline over the matching records, as one SQL statement."""
         return self._db.operations.aggregate(self._name, pipeline, self.conditions)
-
-    def to_sql(self, dialect: str | None = None) -> str:
-        """The SELECT ``all()`` would run, for reading."""
-        stmt, params = self._db.operations.select_statement(self._binding, self.conditions, self._sort,
-                                                            self._limit, self._offset, self._fields)
-        return render_sql(self._db, stmt, params, dialect)
-
-    def to_params(self) -> dict[str, Any]:
-        """The same query as a List node's parameters."""
-        params: dict[str, Any] = {"filter": self.conditions or {}}
-        for key, value in (("sort", self._sort), ("limit", self._limit), ("fields", self._fields)):
-            if value is not None:
-                params[key] = value
-        if self._offset:
-            params["offset"] = self._offset
-        return params
-
-    def __repr__(self) -> str:
-        return f"Query({self._name!r}, {self.to_params()!r})"
