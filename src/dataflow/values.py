@@ -393,7 +393,3 @@ def json_safe(value: Any) -> Any:
         return [json_safe(v) for v in value]
     return str(value)
 
-
-def json_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A record with every value JSON-safe."""
-    return {k: json_safe(v) for k, v in record.items()}

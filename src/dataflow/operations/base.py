@@ -154,7 +154,9 @@ class OperationsBase:
         return value
 
     # ---------------------------------------------------------------- single records
-    def _one_key(self, conn, b: Binding, clauses, params, action: str, what: str) -> tuple[Any, Any]:
+    def _one_key(self, conn, b: Binding, clauses, params, action: str, what: str,
+                 raise_on_not_found: bool) -> tuple[Any, Any]:
+        """The key (and version) of the one record the clauses match, locked for the change; None when none."""
         cols = [b.pk] + ([b.table.c.version] if b.spec.versioned else [])
         stmt = sa.select(*cols).where(*clauses).order_by(b.pk).limit(2)
         if self.db.backend != "sqlite":
@@ -164,6 +166,8 @@ class OperationsBase:
             raise ValidationError(f"{b.name} {action}: {what} matches more than one record; narrow the filter "
                                   f"or use {b.name}Bulk{action.capitalize()}Node", model=b.name)
         if not rows:
+            if raise_on_not_found:
+                raise self._missing(b, action, what)
             return None, None
         return rows[0][0], (rows[0][1] if len(rows[0]) > 1 else None)
 

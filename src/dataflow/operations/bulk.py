@@ -34,12 +34,7 @@ class BulkOperations(OperationsBase):
                     insert_columns(self.db.backend, conn, b.table, *fast)
                     self._advance_sequence(conn, b, fast[0])
                 return {"processed": len(data), "inserted": len(data), "success": True}
-        rows = []
-        for i, item in enumerate(data):
-            try:
-                rows.append(b.codec.for_create(item, now))
-            except ValidationError as exc:
-                raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
+        rows = self._checked_rows(b, data, now)
         ids: list = []
         inserted = 0
         with self.transaction(b, "bulk create") as conn:
@@ -74,6 +69,16 @@ class BulkOperations(OperationsBase):
         if return_ids:
             out["ids"] = ids
         return out
+
+    def _checked_rows(self, b: Binding, data: Sequence[Mapping[str, Any]], now: datetime) -> list[dict]:
+        """Every record checked for INSERT, one at a time; an error names the record's index."""
+        rows = []
+        for i, item in enumerate(data):
+            try:
+                rows.append(b.codec.for_create(item, now))
+            except ValidationError as exc:
+                raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
+        return rows
 
     def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
         if conflict_on:
@@ -134,12 +139,7 @@ class BulkOperations(OperationsBase):
         if not isinstance(data, (list, tuple)):
             raise ValidationError(f"{b.name} bulk upsert: 'data' must be a list of records", model=b.name)
         now = datetime.now(UTC)
-        rows = []
-        for i, item in enumerate(data):
-            try:
-                rows.append(b.codec.for_create(item, now))
-            except ValidationError as exc:
-                raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
+        rows = self._checked_rows(b, data, now)
         inserted = updated = 0
         with self.transaction(b, "bulk upsert") as conn:
             for keys, group in _group_by_keys(rows):

@@ -79,10 +79,8 @@ class RecordOperations(OperationsBase):
         expected = values.pop("version", None) if b.spec.versioned else None
         clauses, params, what = self._key_clause(b, id, filter, "update")
         with self.transaction(b, "update") as conn:
-            key, version = self._one_key(conn, b, clauses, params, "update", what)
+            key, version = self._one_key(conn, b, clauses, params, "update", what, raise_on_not_found)
             if key is None:
-                if raise_on_not_found:
-                    raise self._missing(b, "update", what)
                 return None
             cond = [b.pk == key]
             if b.spec.versioned:
@@ -101,10 +99,8 @@ class RecordOperations(OperationsBase):
         b = self.db.binding(model, modelled=True)
         clauses, params, what = self._key_clause(b, id, filter, "delete")
         with self.transaction(b, "delete") as conn:
-            key, _ = self._one_key(conn, b, clauses, params, "delete", what)
+            key, _ = self._one_key(conn, b, clauses, params, "delete", what, raise_on_not_found)
             if key is None:
-                if raise_on_not_found:
-                    raise self._missing(b, "delete", what)
                 return None
             if b.spec.soft_delete:
                 conn.execute(sa.update(b.table).where(b.pk == key).values(deleted_at=datetime.now(UTC)))

@@ -58,8 +58,8 @@ def parse_iso(text: str, *, path: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise FilterError(f"the text is not an ISO 8601 date/time, 'today', or an offset like '-5m', "
-                          f"'-1h', '-7d', '-2w'", path=path) from None
+        raise FilterError("the text is not an ISO 8601 date/time, 'today', or an offset like '-5m', "
+                          "'-1h', '-7d', '-2w'", path=path) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 

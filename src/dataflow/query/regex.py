@@ -319,8 +319,6 @@ def render(pattern: str, insensitive: bool, flavor: str) -> str:
 
 def python_regex(pattern: str, insensitive: bool = False):
     """The compiled Python regex with the subset's meaning (used by SQLite and reference tests)."""
-    import re
-
     return _compiled(render(pattern, insensitive, "python"))
 
 
