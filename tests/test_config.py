@@ -290,7 +290,9 @@ def _kill_other_sessions(db_url):
         admin.dispose()
 
 
-def test_a_database_that_went_away_gives_a_clear_error_then_recovers(db, db_url, backend):
+@pytest.fixture
+def noted(db, backend):
+    """A server database with one Note stored, so the pool holds a live connection."""
     if backend == "sqlite":
         pytest.skip("an embedded database has no server connection to lose")
 
@@ -299,6 +301,11 @@ def test_a_database_that_went_away_gives_a_clear_error_then_recovers(db, db_url,
         text: str
 
     db.create("Note", text="before")
+    return db
+
+
+def test_a_database_that_went_away_gives_a_clear_error_then_recovers(noted, db_url):
+    db = noted
     _kill_other_sessions(db_url)
     # The pooled connection is dead; the operation that meets it fails clearly and names no secret...
     with pytest.raises(DatabaseError, match="Note create failed: the database at .* is unreachable or the "
@@ -309,18 +316,12 @@ def test_a_database_that_went_away_gives_a_clear_error_then_recovers(db, db_url,
     assert [r["text"] for r in db.list("Note")] == ["before", "after"]
 
 
-def test_a_connection_killed_while_idle_is_replaced_before_use(db, db_url, backend):
-    if backend == "sqlite":
-        pytest.skip("an embedded database has no server connection to lose")
+def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url):
     import time
 
     from dataflow.core import engine as engine_module
 
-    @db.model
-    class Note:
-        text: str
-
-    db.create("Note", text="before")
+    db = noted
     _kill_other_sessions(db_url)
     time.sleep(engine_module.PING_AFTER_IDLE_S + 0.2)  # idle long enough to be pinged on checkout
     assert db.create("Note", text="after")["text"] == "after"  # no error: the ping found it dead first
