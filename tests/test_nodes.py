@@ -123,7 +123,7 @@ def test_read_node_with_several_matches_returns_the_first_by_key(users, rt):
 
 def test_read_node_missing(users, rt):
     err = error_of(one(rt, "UserReadNode", {"id": 42}))
-    assert "NotFoundError: User read: no record matches id=42" in err
+    assert "NotFoundError: User read: no record matches the given id" in err
     err = error_of(one(rt, "UserReadNode", {"conditions": {"name": "Nobody"}}))
     assert 'NotFoundError: User read: no record matches filter {"name": "?"}' in err
     assert one(rt, "UserReadNode", {"id": 42, "raise_on_not_found": False}) == {"found": False}
@@ -145,7 +145,7 @@ def test_update_node(users, rt, params):
 
 
 def test_update_node_missing_or_ambiguous(users, rt):
-    assert "NotFoundError: User update: no record matches id=42" in error_of(
+    assert "NotFoundError: User update: no record matches the given id" in error_of(
         one(rt, "UserUpdateNode", {"id": 42, "fields": {"age": 1}}))
     assert one(rt, "UserUpdateNode", {"id": 42, "fields": {"age": 1}, "raise_on_not_found": False}) == {
         "updated": False}
@@ -162,7 +162,7 @@ def test_delete_node(users, rt, params):
 
 
 def test_delete_node_missing_or_ambiguous(users, rt):
-    assert "NotFoundError: User delete: no record matches id=42" in error_of(one(rt, "UserDeleteNode", {"id": 42}))
+    assert "NotFoundError: User delete: no record matches the given id" in error_of(one(rt, "UserDeleteNode", {"id": 42}))
     assert one(rt, "UserDeleteNode", {"id": 42, "raise_on_not_found": False}) == {"id": None, "deleted": False}
     err = error_of(one(rt, "UserDeleteNode", {"filter": {"active": True}}))
     assert "ValidationError: User delete: filter" in err and "use UserBulkDeleteNode" in err
@@ -274,7 +274,7 @@ def test_bulk_update_node_seed_example(users, rt):
 
 def test_bulk_update_node_empty_filter(users, rt):
     err = error_of(one(rt, "UserBulkUpdateNode", {"data": {"age": 1}}))
-    assert "ValidationError: User bulk update with an empty filter would change every record" in err
+    assert "ValidationError: User bulk update with a filter that matches every record would change every record" in err
     out = one(rt, "UserBulkUpdateNode", {"filter": {}, "data": {"age": 1}, "confirm_all": True})
     assert out["updated"] == 3 and rows(users, "age") == [(1,), (1,), (1,)]
 
@@ -289,7 +289,7 @@ def test_bulk_delete_node(users, rt, params):
 def test_bulk_delete_node_empty_filter_needs_confirm_all(users, rt):
     for params in ({}, {"filter": {}}, {"conditions": {}}):
         err = error_of(one(rt, "UserBulkDeleteNode", params))
-        assert ("ValidationError: User bulk delete with an empty filter would delete every record; "
+        assert ("ValidationError: User bulk delete with a filter that matches every record would delete every record; "
                 "pass confirm_all=True if you mean it") in err
     assert len(rows(users)) == 3
     out = one(rt, "UserBulkDeleteNode", {"confirm_all": True})
@@ -340,7 +340,7 @@ def test_connection_from_create_user_to_create_post(db, rt):
     ("UserBulkCreateNode", {"data": [{"name": "A", "email": "a@x", "age": "old"}]},
      "ValidationError: data[0]: User.age must be an integer; got str"),
     ("UserBulkCreateNode", {"data": [{"name": "A", "email": "a@x"}], "on_conflict": "merge"},
-     "ValidationError: User bulk create: on_conflict must be one of error, skip, update, got 'merge'"),
+     "ValidationError: User bulk create: on_conflict must be one of error, skip, update"),
 ])
 def test_failing_node_reports_our_exception_class_and_message(users, rt, node_type, params, expected):
     err = error_of(one(rt, node_type, params))
@@ -352,7 +352,7 @@ def test_a_failed_node_leaves_the_others_results(users, rt):
     results = run(rt, ("UserCreateNode", "good", {"name": "Di", "email": "di@x"}),
                   ("UserReadNode", "bad", {"id": 99}))
     assert results["good"]["id"] == 4
-    assert "NotFoundError: User read: no record matches id=99" in error_of(results["bad"])
+    assert "NotFoundError: User read: no record matches the given id" in error_of(results["bad"])
 
 
 # ---------------------------------------------------------------- instances and the process-wide registry

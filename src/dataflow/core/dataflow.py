@@ -15,6 +15,7 @@ from ..errors import DataFlowError, ModelError
 from ..models import ModelSpec, spec_from_class, table_name_for
 from ..operations import DEFAULT_BATCH, DEFAULT_LIMIT, Operations
 from ..schema.tables import build_table
+from .backends import backend as backend_facts
 from .config import DataFlowConfig
 from .engine import backend_of, create_engine, parse_url, safe_url
 
@@ -37,6 +38,7 @@ class DataFlow:
         self.config = DataFlowConfig.build(config, database_url=database_url, **settings)
         self.url = parse_url(self.config.database_url)
         self.backend = backend_of(self.url)
+        self.facts = backend_facts(self.backend)
         self.safe_url = safe_url(self.url)
         self.engine: sa.Engine = create_engine(self.config)
         self.driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
