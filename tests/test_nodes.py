@@ -11,7 +11,7 @@ from kailash.runtime.local import LocalRuntime
 from kailash.sdk_exceptions import NodeConfigurationError
 from kailash.workflow.builder import WorkflowBuilder
 
-from dataflow import DataFlow, Field
+from dataflow import DataFlow, Field, ModelError
 
 OPERATIONS = ["Create", "Read", "Update", "Delete", "List", "Count", "Upsert", "BulkCreate", "BulkUpdate",
               "BulkDelete", "BulkUpsert", "Aggregate"]
@@ -356,28 +356,40 @@ def test_a_failed_node_leaves_the_others_results(users, rt):
 
 
 # ---------------------------------------------------------------- instances and the process-wide registry
-def test_second_instance_rebinds_with_a_warning_and_close_unregisters(db, rt, tmp_path):
+def test_a_second_open_instance_cannot_take_the_node_names(db, rt, tmp_path):
     declare(db)
     other = DataFlow(f"sqlite:///{tmp_path / 'other.db'}")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with pytest.raises(ModelError, match=r"^User: node names such as UserCreateNode are bound to another open "
+                                             r"DataFlow instance \(.*\); .* node_prefix='Other'\)$"):
             declare(other)
-        assert [w.category for w in caught] == [RuntimeWarning]
-        assert re.fullmatch(rf"{', '.join(USER_NODES)} were bound to another DataFlow instance; they now run "
-                            rf"against sqlite\+pysqlite:///.*other\.db", str(caught[0].message))
-        assert all(NodeRegistry.get(name)._db is other for name in USER_NODES)
+        assert all(NodeRegistry.get(name)._db is db for name in USER_NODES)  # the first keeps its nodes
+        assert other.list_models() == []  # nothing half-declared on the second
         one(rt, "UserCreateNode", {"name": "Ann", "email": "ann@x"})
-        assert other.count("User") == 1 and db.count("User") == 0
-        db.close()  # closing the first instance leaves the second's bindings alone
-        assert NodeRegistry.get("UserCreateNode")._db is other
-        assert one(rt, "UserCountNode", {}) == {"count": 1}
+        assert db.count("User") == 1
     finally:
         other.close()
-    for name in USER_NODES:
-        assert name not in NodeRegistry.list_nodes()
-        with pytest.raises(NodeConfigurationError):
-            NodeRegistry.get(name)
+    assert NodeRegistry.get("UserCreateNode")._db is db  # closing the refused instance took nothing away
+
+
+def test_a_node_prefix_lets_two_instances_declare_one_model(db, rt, tmp_path):
+    declare(db)
+    with DataFlow(f"sqlite:///{tmp_path / 'shop.db'}", node_prefix="Shop") as shop:
+        declare(shop)
+        assert shop.get_generated_nodes("User") == [f"Shop{n}" for n in USER_NODES]
+        one(rt, "ShopUserCreateNode", {"name": "Ann", "email": "ann@x"})
+        one(rt, "UserCreateNode", {"name": "Bob", "email": "bob@x"})
+        assert (shop.count("User"), db.count("User")) == (1, 1)
+    assert "ShopUserCreateNode" not in NodeRegistry.list_nodes()
+    assert NodeRegistry.get("UserCreateNode")._db is db
+
+
+def test_closing_an_instance_frees_its_names(db, tmp_path):
+    other = DataFlow(f"sqlite:///{tmp_path / 'other.db'}")
+    declare(other)
+    other.close()
+    declare(db)  # no error: the names' holder is closed
+    assert NodeRegistry.get("UserCreateNode")._db is db
 
 
 def test_the_same_instance_redeclaring_does_not_warn(db):
