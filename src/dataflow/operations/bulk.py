@@ -164,7 +164,7 @@ class BulkOperations(OperationsBase):
         """The WHERE of a bulk update/delete; the caller's filter must select something less than
         everything, judged on the compiled condition (``{"$and": [{}]}`` is everything), unless confirmed."""
         where = self._where(call)
-        if not call.options.get("confirm_all") and matches_everything(where.user_clause, self.db.engine.dialect):
+        if not call.options.get("confirm_all") and matches_everything(where.user_clause):
             verb = "change" if call.action == "bulk_update" else "delete"
             raise ValidationError(f"{call.model} {call.action.replace('_', ' ')} with a filter that matches every "
                                   f"record would {verb} every record; pass confirm_all=True if you mean it",

@@ -261,12 +261,16 @@ def _label(call: Call) -> str:
     return call.action.replace("_", " ")
 
 
-def matches_everything(clause: Any, dialect: sa.Dialect) -> bool:
-    """True when a compiled filter selects every row (``{}``, ``{"$and": [{}]}``, ``{"$or": [{}, ...]}``)."""
+def matches_everything(clause: Any) -> bool:
+    """True when a compiled filter selects every row (``{}``, ``{"$and": [{}]}``, ``{"$or": [{}, ...]}``).
+
+    Judged on the condition as SQLAlchemy reduced it (``and_()``/``or_()`` fold constant parts away),
+    rendered without a dialect (each database spells TRUE its own way).
+    """
     if clause is None:
         return True
     try:
-        text = str(clause.compile(dialect=dialect)).strip().strip("()").strip().lower()
+        text = str(clause.compile()).strip().strip("()").strip().lower()
     except Exception:
         return False
     return text in ("true", "1", "1 = 1")
