@@ -137,7 +137,7 @@ class DataFlowConfig:
             raw = os.environ.get(f"DATAFLOW_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = type(f.default) if f.default is not None else str
+            kind: Any = type(f.default) if f.default is not None else str
             try:
                 value = (raw.strip().lower() in _TRUE) if kind is bool else kind(raw)
             except ValueError:

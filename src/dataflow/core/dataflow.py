@@ -39,12 +39,14 @@ class DataFlow:
         self.config = DataFlowConfig.build(config, database_url=database_url, **settings)
         if self.config.log_level:
             logging.getLogger("dataflow").setLevel(self.config.log_level.upper())
-        self.url = parse_url(self.config.database_url)
+        self.url = parse_url(self.config.database_url or "")
         self.backend = backend_of(self.url)
         self.facts = backend_facts(self.backend)
         self.safe_url = safe_url(self.url)
         self.engine: sa.Engine = create_engine(self.config)
         self.driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
+        #: What a database call may raise before translation: SQLAlchemy's errors and the driver's.
+        self.catchable: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, *self.driver_errors)
         self.metadata = sa.MetaData()
         self.operations = Operations(self)
         self._specs: dict[str, ModelSpec] = {}
@@ -82,8 +84,9 @@ class DataFlow:
             self._nodes[spec.name] = nodes
             self._ready = False
         ref = weakref.ref(self)  # the class must not keep the instance alive (nodes.py holds it weakly too)
-        cls.query_builder = classmethod(lambda c, _n=spec.name: _live(ref, _n).query_builder(_n))
-        cls.__dataflow_spec__ = spec
+        declared: Any = cls  # the user's class gains two attributes
+        declared.query_builder = classmethod(lambda c, _n=spec.name: _live(ref, _n).query_builder(_n))
+        declared.__dataflow_spec__ = spec
         return cls
 
     def _rebuild(self) -> None:
@@ -141,7 +144,7 @@ class DataFlow:
             except sa_exc.NoSuchTableError:
                 raise ModelError(f"No model or table named {name!r}; declared models: "
                                  f"{', '.join(self._specs) or 'none'}", model=name) from None
-            except (sa_exc.SQLAlchemyError, *self.driver_errors) as exc:
+            except self.catchable as exc:
                 raise translate(exc, model=name, action="reflect", where=self.safe_url) from exc
             b = Binding(name=name, table=table)
             self._reflected[name] = b
@@ -249,7 +252,7 @@ class DataFlow:
     def get_model_info(self, name: str) -> dict[str, Any]:
         """Fields, types, table, nodes and relations of a model."""
         b = self.binding(name, modelled=True)
-        spec = b.spec
+        spec = b.model_spec
         return {
             "name": spec.name,
             "table": spec.table,

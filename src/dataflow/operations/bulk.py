@@ -40,7 +40,7 @@ class BulkOperations(OperationsBase):
         data = _stamped(call)
         now = datetime.now(UTC)
         if on_conflict == "error" and not return_ids and data:
-            fast = b.codec.insert_columns(data, now)
+            fast = b.model_codec.insert_columns(data, now)
             if fast is not None:
                 with self.executor.transaction(call) as conn:
                     self.executor.before_statement(call, conn)
@@ -79,7 +79,7 @@ class BulkOperations(OperationsBase):
                         ids.extend(self._keys_of(conn, call, target, chunk))
                 self._advance_sequence(conn, b, keys)
             self.executor.after_statement(call, conn, rowcount=inserted, keys=ids or None)
-        out = {"processed": len(rows), "inserted": inserted, "success": True}
+        out: dict[str, Any] = {"processed": len(rows), "inserted": inserted, "success": True}
         if on_conflict == "skip":
             out["skipped"] = len(rows) - inserted
         if return_ids:
@@ -91,16 +91,16 @@ class BulkOperations(OperationsBase):
         rows = []
         for i, item in enumerate(data):
             try:
-                rows.append(b.codec.for_create(item, now))
+                rows.append(b.model_codec.for_create(item, now))
             except ValidationError as exc:
                 raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
         return rows
 
     def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
         if conflict_on:
-            unknown = [c for c in conflict_on if c not in b.spec.fields]
+            unknown = [c for c in conflict_on if c not in b.model_spec.fields]
             if unknown:
-                raise b.codec.unknown(unknown, "conflict_on")
+                raise b.model_codec.unknown(unknown, "conflict_on")
             if not _is_unique(b.table, conflict_on):
                 # Else PostgreSQL and SQLite fail with a driver error and MySQL ignores the target.
                 raise ValidationError(f"{b.name}: conflict_on {list(conflict_on)} must be the primary key, a unique "
@@ -110,7 +110,7 @@ class BulkOperations(OperationsBase):
             return list(conflict_on)
         if b.pk.name in keys:
             return [b.pk.name]
-        uniques = [f.name for f in b.spec.fields.values() if f.unique]
+        uniques = [f.name for f in b.model_spec.fields.values() if f.unique]
         if uniques:
             return [uniques[0]]
         raise ValidationError(f"{b.name}: say which fields identify a duplicate with 'conflict_on' "
@@ -124,7 +124,7 @@ class BulkOperations(OperationsBase):
         if not changes:
             raise ValidationError(f"{b.name} bulk update needs changes in 'data' (or 'fields'/'update')",
                                   model=b.name)
-        call = self._call("bulk_update", b, filter=filter, data=b.codec.for_update(changes),
+        call = self._call("bulk_update", b, filter=filter, data=b.model_codec.for_update(changes),
                           options={"confirm_all": confirm_all})
         return self.executor.run(call, self._bulk_update)
 
@@ -149,6 +149,7 @@ class BulkOperations(OperationsBase):
         b = call.binding
         where = self._guarded_where(call)
         clauses = where.clauses()
+        stmt: Any
         if call.state.get("soft_delete"):
             stmt = sa.update(b.table).where(*clauses).values(deleted_at=datetime.now(UTC))
         else:

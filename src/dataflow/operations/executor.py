@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import sqlalchemy as sa
-import sqlalchemy.exc as sa_exc
 
 from ..binding import Binding
 from ..driver_errors import translate
@@ -154,7 +153,7 @@ class Executor:
         builders: list = []
         user_clause = None
         if call.id is not MISSING:
-            key = b.codec.key(call.id) if b.codec else call.id
+            key = b.model_codec.key(call.id) if b.codec else call.id
             keys.append("id")
             params["df_id"] = key
             builders.append(lambda: b.pk == sa.bindparam("df_id", type_=b.pk.type))
@@ -200,7 +199,7 @@ class Executor:
                 sql, values = p.bound(params)
                 result = conn.exec_driver_sql(sql, values)
                 description = result.cursor.description if result.returns_rows and result.cursor else None
-                rows = result.fetchall() if result.returns_rows else []
+                rows = list(result.fetchall()) if result.returns_rows else []
                 records = p.records(rows, description)
                 self.after_statement(call, conn, records=records, rowcount=len(records))
                 return records
@@ -210,7 +209,7 @@ class Executor:
             return p.records(rows, description)
         except DataFlowError:
             raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+        except self.db.catchable as exc:
             raise self.translated(exc, call) from None
 
     def _watched(self) -> bool:
@@ -238,7 +237,7 @@ class Executor:
                     yield conn
         except DataFlowError:
             raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+        except self.db.catchable as exc:
             raise self.translated(exc, call) from None
 
     def ready(self, call: Call) -> None:

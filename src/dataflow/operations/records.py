@@ -6,6 +6,7 @@ that builds the statement from the planned call (so every policy's conditions ar
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -14,8 +15,9 @@ import sqlalchemy as sa
 from ..binding import Binding, Relation
 from ..errors import DuplicateKeyError, ValidationError
 from ..query import Filter, compile_pipeline
-from .base import DEFAULT_LIMIT, UTC, OperationsBase, _join_fields
+from .base import DEFAULT_LIMIT, UTC, _join_fields
 from .call import MISSING, Call
+from .relations import RelationOperations
 
 #: Rows fetched per round trip when a query is iterated (memory stays flat whatever the table size).
 STREAM_BATCH = 1000
@@ -25,12 +27,12 @@ def _id(value: Any) -> Any:
     return MISSING if value is None else value
 
 
-class RecordOperations(OperationsBase):
+class RecordOperations(RelationOperations):
     # ---------------------------------------------------------------- create
     def create(self, model: str, data: Mapping[str, Any]) -> dict:
         """Insert one record; return it as stored, primary key included."""
         b = self.db.binding(model, modelled=True)
-        call = self._call("create", b, data=b.codec.for_create(data))
+        call = self._call("create", b, data=b.model_codec.for_create(data))
         return self.executor.run(call, self._create)
 
     def _create(self, call: Call) -> dict:
@@ -47,7 +49,7 @@ class RecordOperations(OperationsBase):
                 record = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
             else:
                 result = conn.execute(b.table.insert(), row)
-                record = self._select_one(conn, b, result.inserted_primary_key[0])
+                record = self._select_one(conn, b, _first_key(result))
             self._advance_sequence(conn, b, row)
             self.executor.after_statement(call, conn, records=[record], rowcount=1)
             return record
@@ -90,7 +92,7 @@ class RecordOperations(OperationsBase):
         if not changes:
             raise ValidationError(f"{b.name} update needs changes: pass 'fields' (or 'updates') with at least "
                                   f"one field", model=b.name)
-        call = self._call("update", b, id=_id(id), filter=filter, data=b.codec.for_update(changes))
+        call = self._call("update", b, id=_id(id), filter=filter, data=b.model_codec.for_update(changes))
         self._needs_target(call)
         return self.executor.run(call, lambda c: self._update(c, raise_on_not_found))
 
@@ -123,6 +125,7 @@ class RecordOperations(OperationsBase):
             if key is MISSING:
                 return None
             self.executor.before_statement(call, conn)
+            stmt: Any
             if call.state.get("soft_delete"):
                 stmt = sa.update(b.table).where(b.pk == key).values(deleted_at=datetime.now(UTC))
             else:
@@ -145,7 +148,7 @@ class RecordOperations(OperationsBase):
         return self.executor.run(call, lambda c: self._list(c, sort, limit, offset, fields, shape, rels))
 
     def _list(self, call: Call, sort: Any, limit: int | None, offset: int, fields, shape: tuple,
-              rels: list[Relation] | None) -> tuple[list[dict], bool]:
+              rels: "Sequence[Relation] | None") -> "tuple[builtins.list[dict], bool]":
         b = call.binding
         where = self._where(call)
         fetch = None if limit is None else limit + 1
@@ -243,11 +246,11 @@ class RecordOperations(OperationsBase):
         if not where or not isinstance(where, Mapping):
             raise ValidationError(f"{b.name} upsert needs 'where': the fields that identify the record", model=b.name)
         if conflict_on:
-            unknown = [c for c in conflict_on if c not in b.spec.fields]
+            unknown = [c for c in conflict_on if c not in b.model_spec.fields]
             if unknown:
-                raise b.codec.unknown(unknown, "conflict_on")
+                raise b.model_codec.unknown(unknown, "conflict_on")
             where = {k: v for k, v in {**(create or {}), **(update or {}), **where}.items() if k in conflict_on}
-        values = b.codec.for_update(update) if update else {}
+        values = b.model_codec.for_update(update) if update else {}
         new = {**(create or {}), **(update or {}), **where}
         if not isinstance(new, dict):
             raise ValidationError(f"{b.name} upsert: 'create' and 'update' must be dicts", model=b.name)
@@ -279,12 +282,12 @@ class RecordOperations(OperationsBase):
                         self.executor.after_statement(call, conn, keys=[key], rowcount=rowcount, created=False)
                         return False, self._select_one(conn, b, key)
                     call.state.pop("key", None)
-                    row = b.codec.for_create({**call.options["new"], **call.state.get("stamp", {})})
+                    row = b.model_codec.for_create({**call.options["new"], **call.state.get("stamp", {})})
                     self.executor.before_statement(call, conn)
                     if self.db.engine.dialect.insert_returning:
                         rec = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
                     else:
-                        pk = conn.execute(b.table.insert(), row).inserted_primary_key[0]
+                        pk = _first_key(conn.execute(b.table.insert(), row))
                         rec = self._select_one(conn, b, pk)
                     self._advance_sequence(conn, b, row)
                     self.executor.after_statement(call, conn, keys=[rec[b.pk.name]], rowcount=1, created=True)
@@ -303,3 +306,8 @@ class RecordOperations(OperationsBase):
         self._projection(b, fields)
         return tuple(fields)
 
+
+def _first_key(result: Any) -> Any:
+    """The primary key an INSERT without RETURNING assigned (MySQL's last insert id)."""
+    key = result.inserted_primary_key
+    return key[0] if key else None

@@ -107,7 +107,7 @@ def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: 
         doc["_id"] = {name: _key_output(sub.c[label], col) for (name, col), label in zip(keys, key_labels)}
     else:
         doc["_id"] = constant
-    for name, op, plan in accumulators:
+    for name, _op, plan in accumulators:
         doc[name] = plan(sub, [(sub.c[label], desc) for label, desc in order_labels])
     having = [] if keys or single else [sa.func.count() > 0]
     return Relation(source=sub, doc=doc, group_by=[*(sub.c[k] for k in key_labels), *windows], having=having,

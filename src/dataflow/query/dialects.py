@@ -179,7 +179,8 @@ class MySQLSQL:
     def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
         x = self._at(c, doc, path)
         test = f"JSON_TYPE({x}) IN {in_list(self.kind_names[kind])}"
-        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"(JSON_UNQUOTE({x}) COLLATE utf8mb4_nopad_bin)", "bool": f"({x} = 'true')"}[kind]
+        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"(JSON_UNQUOTE({x}) COLLATE utf8mb4_nopad_bin)",
+                "bool": f"({x} = 'true')"}[kind]
         return f"(CASE WHEN {test} THEN {then} END)"
 
     def text(self, c, doc: str, path: JsonPath) -> str:
