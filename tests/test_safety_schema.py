@@ -406,3 +406,42 @@ def test_declared_timestamp_missing_from_the_table_is_still_an_error(db_url, bac
         assert "DataFlow adds this field" not in str(info.value)  # the model declared it
     finally:
         db.close()
+
+
+def test_history_from_before_labels_is_upgraded_and_its_tables_never_dropped(db_url):
+    first = DataFlow(db_url)
+
+    @first.model
+    class Keep:
+        name: str
+        __dataflow__ = {"app": "shop"}
+
+    @first.model
+    class Gone:
+        name: str
+        __dataflow__ = {"app": "shop"}
+
+    first.migrate()
+    # As an older DataFlow left it: no owners or partial columns.
+    raw(first, f"ALTER TABLE {HISTORY_TABLE} DROP COLUMN owners")
+    raw(first, f"ALTER TABLE {HISTORY_TABLE} DROP COLUMN partial")
+    first.close()
+    again = DataFlow(db_url)
+    try:
+        @again.model
+        class Keep:  # noqa: F811
+            name: str
+            __dataflow__ = {"app": "shop"}
+
+        @again.model
+        class Added:
+            name: str
+            __dataflow__ = {"app": "shop"}
+
+        assert again.migrate(allow_destructive=True).applied
+        assert "gones" in table_names(again)  # recorded without a label: not provably this app's
+        old, new = again.history()
+        assert old["owners"] == {"gones": None, "keeps": None} and old["partial"] is False
+        assert new["owners"] == {"addeds": "shop", "keeps": "shop"}
+    finally:
+        again.close()
