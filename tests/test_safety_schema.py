@@ -129,7 +129,7 @@ def test_unlabelled_removed_model_is_left_alone_and_said_at_info(db_url, caplog)
 
         with caplog.at_level(logging.INFO, logger="dataflow.schema"):
             plan = again.migrate(allow_destructive=True)
-        assert plan.destructive == [] and "gones" in table_names(again)
+        assert plan.destructive == [] and plan.left_alone == ["gones"] and "gones" in table_names(again)
         assert any("gones" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
     finally:
         again.close()
@@ -334,6 +334,9 @@ def test_mysql_migration_stopped_part_way_is_recorded(db_url, backend):
 
 
 # ------------------------------------------------------------------ item 17: existing schema without timestamps
+# The hand-made tables differ from the models in ways that only warn (INTEGER for int, ...).
+mismatch_ok = pytest.mark.filterwarnings("ignore::dataflow.schema.existing.SchemaMismatchWarning")
+
 HAND_MADE = {
     "sqlite": "CREATE TABLE products (id INTEGER PRIMARY KEY, name VARCHAR(255) NOT NULL, price INTEGER NOT NULL)",
     "postgresql": "CREATE TABLE products (id SERIAL PRIMARY KEY, name VARCHAR(255) NOT NULL, price INTEGER NOT NULL)",
@@ -342,6 +345,7 @@ HAND_MADE = {
 }
 
 
+@mismatch_ok
 def test_existing_schema_without_timestamps_works(db_url, backend, caplog):
     setup = DataFlow(db_url)
     raw(setup, HAND_MADE[backend])
@@ -370,6 +374,7 @@ def test_existing_schema_without_timestamps_works(db_url, backend, caplog):
         db.close()
 
 
+@mismatch_ok
 def test_existing_schema_with_one_timestamp_stamps_it(db_url, backend):
     setup = DataFlow(db_url)
     ts = {"sqlite": "TIMESTAMP", "postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)"}[backend]
@@ -389,6 +394,7 @@ def test_existing_schema_with_one_timestamp_stamps_it(db_url, backend):
         db.close()
 
 
+@mismatch_ok
 def test_declared_timestamp_missing_from_the_table_is_still_an_error(db_url, backend):
     setup = DataFlow(db_url)
     raw(setup, HAND_MADE[backend])

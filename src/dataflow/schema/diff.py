@@ -246,7 +246,7 @@ class Differ:
         self.problems: list[tuple[str, str | None, str | None]] = []  # (message, model, field)
         self.warnings: list[str] = []
         self.created: set[str] = set()
-        self.left_alone: set[str] = set()  # recorded tables no model here declares, not ours to drop
+        self.left_alone: set[str] = set()  # unlabelled recorded tables no model here declares: never dropped
 
     # -- naming helpers ------------------------------------------------------------------------
     def _model(self, table: str) -> str | None:
@@ -268,8 +268,12 @@ class Differ:
         # models only over the tables that models of its own app label declared (history.py).
         managed: set[str] = set()
         if self.metadata.tables:
-            managed, others = history.droppable_tables(self.conn, labels(self.by_table.values(), self.owner))
-            self.left_alone = others - set(self.metadata.tables)
+            mine = labels(self.by_table.values(), self.owner)
+            managed, others = history.droppable_tables(self.conn, mine)
+            # Worth a word: recorded without any label, so possibly a removed model of this app.
+            # Tables recorded under another label are another app's: not mentioned at all.
+            unlabelled = {t for t, lab in history.owners(self.conn).items() if lab is None}
+            self.left_alone = (others & unlabelled) - set(self.metadata.tables)
         found = compare(self.conn, self.metadata, extra_tables=managed)
         self.created = {op.table_name for op in found if isinstance(op, ops.CreateTableOp)}
         for op in found:

@@ -62,6 +62,9 @@ class MigrationPlan:
     applied: bool = False
     destructive_applied: bool = False  # operations include destructive changes (allow_destructive)
     history_id: int | None = None
+    #: Tables DataFlow recorded without an app label that no model here declares: never proposed
+    #: for dropping, since nothing shows these models made them (diff.label, history.py).
+    left_alone: list[str] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -211,11 +214,6 @@ class Migrator:
     # -- planning ------------------------------------------------------------------------------
     def _plan(self, conn: sa.Connection, allow_destructive: bool) -> MigrationPlan:
         differ = Differ(conn, self.metadata, self.specs, owner=self.owner).run()
-        if differ.left_alone:
-            log.info("not proposing to drop table(s) %s: no model here declares them, and the migration "
-                     "history does not show that models of this app made them (label the models with "
-                     "__dataflow__ = {'app': ...} to let a migration propose dropping the tables of removed "
-                     "models)", ", ".join(sorted(differ.left_alone)))
         if differ.problems:
             message, model, field_name = differ.problems[0]
             if len(differ.problems) > 1:
@@ -236,6 +234,7 @@ class Migrator:
             checksum=model_checksum(self.metadata),
             warnings=differ.warnings,
             destructive_applied=any(s.destructive for s in chosen),
+            left_alone=sorted(differ.left_alone),
         )
 
     def _render(self, conn: sa.Connection, steps: list[Step]) -> list[str]:
@@ -318,6 +317,11 @@ class Migrator:
                 "current state.")
 
     def _report(self, plan: MigrationPlan) -> None:
+        if plan.left_alone:
+            log.info("not proposing to drop table(s) %s: no model here declares them, and the migration "
+                     "history does not show that models of this app made them (label the models with "
+                     "__dataflow__ = {'app': ...} to let a migration propose dropping the tables of removed "
+                     "models)", ", ".join(plan.left_alone))
         for op in plan.operations if plan.applied else ():
             log.info("migrated: %s", op)
         for change in plan.destructive:
