@@ -451,3 +451,33 @@ def test_history_from_before_labels_is_upgraded_and_its_tables_never_dropped(db_
         assert new["owners"] == {"addeds": "shop", "keeps": "shop"}
     finally:
         again.close()
+
+
+def test_long_table_names_keep_every_index(db_url):
+    from dataflow.schema.diff import owned_name
+    from dataflow.schema.tables import key_name
+
+    name = "t" * 63
+    long_names = {key_name("ix", name, f) for f in ("kind", "other")}
+    assert len(long_names) == 2 and all(len(n) == 63 and owned_name(n, name) for n in long_names)
+    assert not owned_name(key_name("ix", "u" * 63, "kind"), name)
+    for round_ in range(2):
+        db = DataFlow(db_url)
+        try:
+            @db.model
+            class Longname:
+                title: Annotated[str, Field(unique=True)]
+                kind: Annotated[str, Field(index=True)]
+                other: Annotated[int, Field(index=True)] = 0
+                __tablename__ = name
+
+            db.create("Longname", {"title": f"x{round_}", "kind": "k"})
+            assert db.migrate(dry_run=True).is_empty
+            inspector = sa.inspect(db.engine)
+            indexed = {tuple(i["column_names"]) for i in inspector.get_indexes(name)}
+            indexed |= {tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)}
+            assert {("title",), ("kind",), ("other",)} <= indexed
+            with pytest.raises(DataFlowError):
+                db.create("Longname", {"title": "x0", "kind": "k"})
+        finally:
+            db.close()

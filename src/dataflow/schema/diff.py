@@ -189,8 +189,18 @@ def labels(specs, owner: str | None = None) -> set[str]:
 
 
 def owned_name(name: str | None, table: str) -> bool:
-    """Whether an index or constraint has a name that ``build_table`` gives."""
-    return bool(name) and any(name.startswith(f"{p}_{table}_") for p in ("ix", "uq", "fk"))
+    """Whether an index or constraint has a name that ``build_table`` gives (``tables.key_name``)."""
+    if not name:
+        return False
+    for p in ("ix", "uq", "fk"):
+        prefix = f"{p}_{table}_"
+        if name.startswith(prefix):
+            return True
+        # A long name: cut to 54 characters, then "_" and 8 hex digits of a hash.
+        cut = min(len(prefix), 54)
+        if len(name) == 63 and name[:cut] == prefix[:cut] and re.fullmatch(r"_[0-9a-f]{8}", name[54:]):
+            return True
+    return False
 
 
 def _nullability(nullable: bool) -> str:
