@@ -128,6 +128,11 @@ class DataFlow:
         """The model (by class or table name) or, unless ``modelled``, a reflected table."""
         model = self._names.get(name)
         if model is not None:
+            if self.config.existing_schema_mode and not self._ready:
+                # The live tables decide the automatic timestamps (schema/lifecycle.py): check them
+                # before an operation builds anything from this binding.
+                self.ensure_ready()
+                model = self._names.get(name, model)
             return self._bindings[model]
         if modelled:
             raise ModelError(f"No model named {name!r}; declared models: {', '.join(self._specs) or 'none'}",
