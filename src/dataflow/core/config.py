@@ -67,6 +67,10 @@ class DataFlowConfig:
     #: Prefix of this instance's node names (``"Shop"`` -> ``ShopUserCreateNode``): lets two
     #: instances declare the same model in one process.
     node_prefix: str = ""
+    #: Label of this application's models in ``dataflow_migrations``: a destructive migration only
+    #: ever drops tables that models with the same label created (``__dataflow__ = {"app": ...}``
+    #: labels one model).
+    app: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
