@@ -271,3 +271,12 @@ def test_model_info_shows_max_length_on_strings_only(owned):
     info = owned.get_model_info("Doc")["fields"]
     assert info["title"]["max_length"] == 255
     assert "max_length" not in info["created_at"] and "max_length" not in info["id"]
+
+
+def test_wrong_kinds_of_names_and_records_are_refused(owned):
+    from dataflow import ModelError
+
+    with pytest.raises(ModelError, match=r"^a model or table name must be a non-empty string, got NoneType"):
+        owned.query(None).all()
+    with pytest.raises(ValidationError, match=r"^Doc: a record must be a dict, got list"):
+        owned.create("Doc", [1, 2])

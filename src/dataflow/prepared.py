@@ -38,7 +38,9 @@ class Prepared:
         """The SQL and the positional values the driver gets for ``params``."""
         if self.expanding:  # one placeholder per list item: SQLAlchemy expands the text for these values
             state = self.compiled.construct_expanded_state(params)
-            procs = state.processors
+            # The expanded state carries processors for the IN list's elements only: the other
+            # parameters keep the statement's own (a case-insensitive regex's flag beside an IN).
+            procs = {**self.compiled._bind_processors, **state.processors}
             return state.statement, tuple([
                 v if v is None or procs.get(n) is None else procs[n](v)
                 for n, v in ((n, state.parameters[n]) for n in state.positiontup)])

@@ -126,6 +126,8 @@ class DataFlow:
 
     def binding(self, name: str, *, modelled: bool = False) -> Binding:
         """The model (by class or table name) or, unless ``modelled``, a reflected table."""
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"a model or table name must be a non-empty string, got {type(name).__name__}")
         model = self._names.get(name)
         if model is not None:
             if self.config.existing_schema_mode and not self._ready:
@@ -282,6 +284,8 @@ class DataFlow:
     # ------------------------------------------------------------------ direct API
     def create(self, model: str, data: Mapping[str, Any] | None = None, **fields: Any) -> dict:
         """Insert one record and return it."""
+        if data is not None and not isinstance(data, Mapping):
+            raise ValidationError(f"{model}: a record must be a dict, got {type(data).__name__}", model=str(model))
         return self.operations.create(model, {**(data or {}), **fields})
 
     def read(self, model: str, id: Any = None, *, filter: Mapping | None = None,
