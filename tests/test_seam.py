@@ -530,3 +530,72 @@ def test_listener_added_after_statements_were_cached_still_sees_them(db):
     seen.clear()
     assert db.read("Item", 2)["name"] == "a2"
     assert seen == []
+
+
+# ================================================================ in-transaction hooks and varying scope shapes
+class InTransaction(Policy):
+    """Asks for the in-transaction hooks on every call and notes them; can refuse after the statement."""
+
+    name = "in_tx"
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.refuse = refuse
+
+    def plan(self, call):
+        call.in_transaction = True
+
+    def before_statement(self, call, conn):
+        self.seen.append(("before", call.action))
+
+    def after_statement(self, call, conn, info):
+        self.seen.append(("after", call.action))
+        if self.refuse and call.writes:
+            raise ValidationError(f"{call.model} {call.action} refused by the audit policy", model=call.model)
+
+
+def test_in_transaction_hooks_run_around_every_operations_statement(db):
+    seed(db)
+    pol = db.operations.executor.add(InTransaction())
+    missing = []
+    for label, op, verb in OPERATIONS:
+        pol.seen.clear()
+        op(db)
+        if not ("before" in [s[0] for s in pol.seen] and "after" in [s[0] for s in pol.seen]):
+            missing.append(label)
+    assert missing == []
+
+
+def test_a_refusal_after_the_statement_rolls_every_write_back(db):
+    seed(db)
+    db.operations.executor.add(InTransaction(refuse=True))
+    writes = [(label, op) for label, op, verb in OPERATIONS if verb != "SELECT"]
+    for label, op in writes:
+        with pytest.raises(ValidationError, match="refused by the audit policy"):
+            op(db)
+        assert rows(db) == SEEDED, label
+        assert rows(db, "teams", "id, name, owner") == [(1, "red", "alice"), (2, "blue", "bob")], label
+
+
+class InScope(Policy):
+    """``owner IN (...)`` with a list whose length changes per call (an expanding parameter)."""
+
+    name = "in_scope"
+    allowed: list = []
+
+    def plan(self, call):
+        if call.scoped:
+            call.where({"owner": {"$in": list(self.allowed)}})
+
+
+def test_expanding_and_null_scopes_are_not_mixed_up_by_the_cache(db):
+    seed(db)
+    pol = db.operations.executor.add(InScope())
+    cases = [(["alice"], [1, 2]), (["alice", "bob"], [1, 2, 3, 4]), ([], []), (["bob"], [3, 4]),
+             (["carol", "bob", "alice"], [1, 2, 3, 4]), (["alice"], [1, 2])]
+    for _ in range(2):
+        for allowed, ids in cases:
+            pol.allowed = allowed
+            assert [r["id"] for r in db.list("Item")] == ids, allowed
+            assert db.count("Item") == len(ids), allowed
+            assert (db.read("Item", 3, raise_on_not_found=False) is not None) == (3 in ids), allowed
