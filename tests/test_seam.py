@@ -455,7 +455,8 @@ OPERATIONS = [
     ("read include", lambda db: db.read("Item", 1, include=["team"]), "SELECT"),
     ("list", lambda db: db.list("Item"), "SELECT"),
     ("query all", lambda db: db.query("Item").all(), "SELECT"),
-    ("query iteration", lambda db: list(db.query("Item")), "SELECT"),
+    ("query iteration", lambda db: [r for r in db.query("Item")], "SELECT"),  # not list(): __len__ counts
+    ("list include", lambda db: db.list("Team", include=["items"]), "SELECT"),
     ("count", lambda db: db.count("Item"), "SELECT"),
     ("aggregate", lambda db: db.aggregate("Item", [{"$group": {"_id": "$owner", "n": {"$sum": 1}}}]), "SELECT"),
     ("update", lambda db: db.update("Item", 1, {"qty": 9}), "UPDATE"),
