@@ -411,6 +411,20 @@ def test_scoped_upserts_cannot_change_out_of_scope_rows(scoped):
     assert rows(db) == [(1, "a1", "alice", 8), (2, "a2", "alice", 2), (3, "b1", "bob", 3), (4, "b2", "bob", 4)]
 
 
+def test_scoped_upserts_on_the_key_cannot_take_over_a_row_by_another_unique_field(scoped):
+    """conflict_on the id, but the email belongs to bob's row: MySQL's ON DUPLICATE KEY UPDATE fires on
+    any unique key, so the statement would rewrite bob's row (owner included)."""
+    db = scoped
+    with scope(actor="alice"):
+        with pytest.raises(DataFlowError):
+            db.bulk_upsert("Item", [{"id": 50, "name": "hijack", "email": "b1@x", "owner": "alice", "qty": 666}],
+                           conflict_on=["id"])
+        with pytest.raises(DataFlowError):
+            db.bulk_create("Item", [{"id": 51, "name": "hijack", "email": "b2@x", "owner": "alice", "qty": 667}],
+                           on_conflict="update", conflict_on=["id"])
+    assert rows(db) == SEEDED
+
+
 def test_scoped_bulk_create_skip_returns_only_in_scope_ids(scoped):
     db = scoped
     with scope(actor="alice"):
