@@ -234,7 +234,9 @@ def test_iterating_a_query_streams_in_batches(db):
     db.bulk_create("Row", [{"n": i} for i in range(2500)])
     seen = [r["n"] for r in db.query("Row").where({"n": {"$gte": 10}}).sort({"n": 1})]
     assert seen == list(range(10, 2500))
-    assert len(db.query("Row").where({"n": {"$lt": 100}}).skip(10).limit(50)) == 50
+    with pytest.raises(ValidationError, match=r"^len\(\) of a query on 'Row' is not defined: use \.count\(\)"):
+        len(db.query("Row"))
+    assert len(list(db.query("Row").where({"n": {"$lt": 100}}).skip(10).limit(50))) == 50
     assert sum(1 for _ in db.stream("Row", {"n": {"$lt": 1500}}, batch=100)) == 1500
 
 

@@ -5,7 +5,7 @@ Cause: with an expanding ``IN`` in the statement, ``prepared.Prepared.bound`` ap
 processors of every other parameter (``compiled._bind_processors``) were skipped. So the regex
 pattern reached the database unrendered (no ``(?i)``, no per-engine rendering), and any other value
 needing a bind processor (a datetime or Decimal on SQLite, a UUID on SQLite/MySQL) was sent raw.
-The fix belongs in prepared.py: ``procs = {**self.compiled._bind_processors, **state.processors}``.
+Fixed in prepared.py: ``procs = {**self.compiled._bind_processors, **state.processors}``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,6 @@ import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Optional
-
-import pytest
-
-PREPARED_FIX = pytest.mark.xfail(
-    strict=True, reason="needs prepared.Prepared.bound to apply compiled._bind_processors as well as "
-                        "the expanded ones (see the module docstring); remove this mark with that fix")
 
 
 def _model(db):
@@ -46,14 +40,12 @@ def test_in_or_case_insensitive_regex_without_in_is_right(db):
     assert _names(db, f) == ["Alpha", "apple", "gamma"]
 
 
-@PREPARED_FIX
 def test_in_or_case_insensitive_regex(db):
     _model(db)
     f = {"$or": [{"n": {"$in": [-1, 4]}}, {"s": {"$regex": "^a", "$options": "i"}}]}
     assert _names(db, f) == ["Alpha", "apple", "beta", "gamma"]
 
 
-@PREPARED_FIX
 def test_in_and_regex_on_one_field(db):
     _model(db)
     assert _names(db, {"s": {"$in": ["Alpha", "beta"], "$regex": "A$", "$options": "i"}}) == ["Alpha", "beta"]
@@ -61,9 +53,7 @@ def test_in_and_regex_on_one_field(db):
     assert _names(db, {"s": {"$in": ["Alpha", "beta"], "$regex": "^.l"}}) == ["Alpha"]
 
 
-def test_in_next_to_values_that_need_bind_processing(db, backend, request):
-    if backend == "sqlite":  # PostgreSQL's and MySQL's drivers take these values as they are
-        request.applymarker(PREPARED_FIX)
+def test_in_next_to_values_that_need_bind_processing(db):
     _model(db)
     at = datetime(2026, 1, 4, tzinfo=timezone.utc)  # the row with n == 2
     assert _names(db, {"n": {"$in": [2, 3]}, "at": {"$lte": at}}) == ["apple"]

@@ -573,7 +573,7 @@ def test_in_transaction_hooks_run_around_every_operations_statement(db):
     seed(db)
     pol = db.operations.executor.add(InTransaction())
     missing = []
-    for label, op, verb in OPERATIONS:
+    for label, op, _verb in OPERATIONS:
         pol.seen.clear()
         op(db)
         if not ("before" in [s[0] for s in pol.seen] and "after" in [s[0] for s in pol.seen]):

@@ -152,7 +152,7 @@ class DataFlow:
                 raise ModelError(f"No model or table named {name!r}; declared models: "
                                  f"{', '.join(self._specs) or 'none'}", model=name) from None
             except self.catchable as exc:
-                raise translate(exc, model=name, action="reflect", where=self.safe_url) from exc
+                raise translate(exc, model=name, action="reflect", where=self.safe_url) from None
             b = Binding(name=name, table=table)
             self._reflected[name] = b
             return b

@@ -114,6 +114,27 @@ class Executor:
             hook(call, result, elapsed)
         return result
 
+    def stream(self, call: Call, body: Callable[[Call], Iterator[Any]]) -> Iterator[Any]:
+        """``run`` for a body that yields: the after-commit hooks run when the iteration ends
+        (also when the consumer stops early), the failed hooks when it raises."""
+        self.plan(call)
+        started = time.perf_counter()
+
+        def finished() -> None:
+            for hook in self._hooks["after_commit"]:
+                hook(call, None, time.perf_counter() - started)
+
+        try:
+            yield from body(call)
+        except GeneratorExit:  # the consumer stopped early: what it read was read
+            finished()
+            raise
+        except DataFlowError as exc:
+            for hook in self._hooks["failed"]:
+                hook(call, exc, time.perf_counter() - started)
+            raise
+        finished()
+
     def before_statement(self, call: Call, conn: Any) -> None:
         for hook in self._hooks["before_statement"]:
             hook(call, conn)
@@ -193,7 +214,7 @@ class Executor:
         cursor-execute listeners) and no policy needs hooks inside the transaction; otherwise the
         same SQL runs through SQLAlchemy, which logs it and fires the engine's events.
         """
-        if call.in_transaction or call.ctx.transaction is not None or self._watched():
+        if call.in_transaction or call.ctx.transaction is not None or self.watched():
             with self.transaction(call) as conn:
                 self.before_statement(call, conn)
                 sql, values = p.bound(params)
@@ -212,7 +233,8 @@ class Executor:
         except self.db.catchable as exc:
             raise self.translated(exc, call) from None
 
-    def _watched(self) -> bool:
+    def watched(self) -> bool:
+        """True when statements are logged (``echo``) or listened to (cursor-execute events)."""
         engine = self.db.engine
         return bool(engine.echo) or bool(engine.dispatch.before_cursor_execute) or \
             bool(engine.dispatch.after_cursor_execute)

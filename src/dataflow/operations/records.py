@@ -77,9 +77,11 @@ class RecordOperations(RelationOperations):
             selected, hidden = _join_fields(fields, rels)
             stmt = sa.select(*self._projection(b, selected)).where(*where.clauses()).order_by(b.pk).limit(1)
             with self.executor.transaction(call) as conn:
+                self.executor.before_statement(call, conn)
                 rows = [dict(r) for r in conn.execute(stmt, where.params).mappings()]
                 if rows:
                     self._attach(conn, call, rows, rels, hidden)
+                self.executor.after_statement(call, conn, records=rows, rowcount=len(rows))
         if not rows and raise_on_not_found:
             raise self._missing(call)
         return rows[0] if rows else None
@@ -160,11 +162,13 @@ class RecordOperations(RelationOperations):
             if offset:
                 stmt = stmt.offset(offset)
             with self.executor.transaction(call) as conn:
+                self.executor.before_statement(call, conn)
                 result = conn.execute(stmt, where.params)
                 keys = tuple(result.keys())
                 records = [dict(zip(keys, row)) for row in result.all()]
                 if records:
                     self._attach(conn, call, records[:limit] if limit is not None else records, rels, hidden)
+                self.executor.after_statement(call, conn, records=records, rowcount=len(records))
         else:
             key = ("list", where.key, repr(sort), shape, fetch is None, bool(offset))
 
@@ -191,7 +195,10 @@ class RecordOperations(RelationOperations):
         offset = self._limit(b, offset, "offset") or 0
         self._fields(b, fields)
         call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted, "stream": True})
-        self.executor.plan(call)
+        return self.executor.stream(call, lambda c: self._stream(c, sort, limit, offset, fields, batch))
+
+    def _stream(self, call: Call, sort: Any, limit: int | None, offset: int, fields, batch: int) -> Iterator[dict]:
+        b = call.binding
         where = self._where(call)
         stmt = self._ordered_select(b, where.clauses(), sort, fields)
         if limit is not None:
@@ -199,11 +206,15 @@ class RecordOperations(RelationOperations):
         if offset:
             stmt = stmt.offset(offset)
         with self.executor.transaction(call) as conn:
+            self.executor.before_statement(call, conn)
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt, where.params)
             keys = tuple(result.keys())
+            n = 0
             for partition in result.partitions():
                 for row in partition:
+                    n += 1
                     yield dict(zip(keys, row))
+            self.executor.after_statement(call, conn, rowcount=n)
 
     def count(self, model: str, filter: Mapping | None = None, *, include_deleted: bool = False) -> int:
         """How many records match ``filter``."""
@@ -234,7 +245,10 @@ class RecordOperations(RelationOperations):
         compiled = compile_pipeline(b.table, call.data, base=base)
         if compiled.key is None:  # a shape the pipeline cache does not keep: through SQLAlchemy each time
             with self.executor.transaction(call) as conn:
-                return compiled.shape(conn.execute(compiled.statement, compiled.params).mappings().all())
+                self.executor.before_statement(call, conn)
+                rows = conn.execute(compiled.statement, compiled.params).mappings().all()
+                self.executor.after_statement(call, conn, rowcount=len(rows))
+                return compiled.shape(rows)
         p = self.executor.prepared(b, ("aggregate", where.key, compiled.key), lambda: compiled.statement)
         return compiled.shape(self.executor.execute(call, p, compiled.params))
 

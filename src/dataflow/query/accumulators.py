@@ -181,7 +181,7 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
                 items = json.loads(items)
             except ValueError as exc:  # MySQL/MariaDB cut JSON_ARRAYAGG at group_concat_max_len
                 raise DatabaseError(f"{op} produced a truncated array ({len(items)} characters); on MySQL/"
-                                    f"MariaDB raise the session's group_concat_max_len", original=exc) from exc
+                                    f"MariaDB raise the session's group_concat_max_len", original=exc) from None
         return [convert(v) for v in items or [] if v is not None]
 
     if op == "$addToSet":

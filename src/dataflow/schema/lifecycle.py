@@ -20,7 +20,7 @@ def connect_check(db: "DataFlow") -> None:
         with db.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except (sa_exc.SQLAlchemyError, *db.driver_errors) as exc:
-        raise translate(exc, action="connect", where=db.safe_url) from exc
+        raise translate(exc, action="connect", where=db.safe_url) from None
 
 
 def use_live_timestamps(db: "DataFlow") -> None:

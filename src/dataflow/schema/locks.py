@@ -172,7 +172,7 @@ class MigrationLock:
                 self.conn.exec_driver_sql(self.recipe.begin)
         except (sa.exc.DBAPIError, driver_error) as exc:
             raise MigrationError(f"Could not obtain {what} ({driver_message(exc, 'lock')}). {hint}",
-                                 original=exc) from exc
+                                 original=exc) from None
 
     def verify(self) -> list[tuple]:
         """Rows that break an invariant the migration must keep (SQLite: foreign key violations)."""

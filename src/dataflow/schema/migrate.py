@@ -209,7 +209,7 @@ class Migrator:
             yield
         except sa.exc.DBAPIError as exc:
             raise MigrationError(f"Could not {action} the {self.engine.dialect.name} database: "
-                                 f"{driver_message(exc, action)}", original=exc) from exc
+                                 f"{driver_message(exc, action)}", original=exc) from None
 
     # -- planning ------------------------------------------------------------------------------
     def _plan(self, conn: sa.Connection, allow_destructive: bool) -> MigrationPlan:
@@ -268,7 +268,7 @@ class Migrator:
                 raise MigrationError(
                     f"Migration failed on {plan.dialect} at statement {number} of {len(plan.sql)}:\n"
                     f"  {stmt}\n{driver_message(exc, 'migrate')}\n" + self._aftermath(lock, number, partial),
-                    original=exc) from exc
+                    original=exc) from None
         broken = [row for row in lock.verify() if row[:3] not in before]
         if broken:
             # Table names only: the row ids are stored values, which errors never show.
