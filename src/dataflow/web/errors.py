@@ -1,0 +1,123 @@
+"""Our exception tree -> HTTP, in this one place.
+
+An error class may carry ``http_status`` and ``code`` attributes (the errors module defines them);
+until it does, the table below decides, most specific class first. Bodies name the model, field or
+filter path (the messages of our errors never carry values); a 500 carries no detail at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .. import errors as e
+from ..operations.context import current
+
+log = logging.getLogger("dataflow.web")
+
+#: (class, status, code), most specific first. ``ForeignKeyError`` on create is 422 (see ``status_of``).
+TABLE: list[tuple[type[BaseException], int, str]] = [
+    (e.FilterError, 422, "invalid_filter"),
+    (e.ValidationError, 422, "validation_error"),
+    (e.ModelError, 422, "model_error"),
+    (e.NotFoundError, 404, "not_found"),
+    (e.DuplicateKeyError, 409, "duplicate_key"),
+    (e.ForeignKeyError, 409, "foreign_key"),
+    (e.IntegrityError, 409, "integrity_error"),
+    (e.ConflictError, 409, "conflict"),
+]
+UNAVAILABLE = getattr(e, "DatabaseUnavailableError", None)
+
+
+def status_of(exc: BaseException, action: str | None = None) -> tuple[int, str]:
+    """The HTTP status and error code for ``exc`` (500 for anything we do not know)."""
+    if not isinstance(exc, e.DataFlowError):
+        return 500, "internal_error"
+    if isinstance(exc, e.ForeignKeyError) and action in ("create", "bulk_create", "replace"):
+        return 422, "foreign_key"  # the body names a record that does not exist: the input is wrong
+    if _unavailable(exc):
+        return 503, "database_unavailable"
+    status = getattr(exc, "http_status", None)
+    if isinstance(status, int):
+        return status, str(getattr(exc, "code", None) or type(exc).__name__)
+    for cls, status, code in TABLE:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if UNAVAILABLE is not None:
+        return isinstance(exc, UNAVAILABLE)
+    # Before the errors module splits DatabaseError: the translator's wording for a lost or refused link.
+    return isinstance(exc, e.DatabaseError) and "unreachable or the connection was lost" in exc.message
+
+
+def body(status: int, code: str, message: str, **extra: Any) -> dict:
+    out: dict[str, Any] = {"error": code, "message": message}
+    out.update({k: v for k, v in extra.items() if v is not None})
+    rid = current().request_id
+    if rid:
+        out["request_id"] = rid
+    return out
+
+
+def error_response(exc: BaseException, action: str | None = None) -> JSONResponse:
+    status, code = status_of(exc, action)
+    if status >= 500:
+        if status == 503:
+            log.warning("request failed: database unavailable (%s)", type(exc).__name__)
+            message = "the database is unavailable; retry later"
+        else:
+            log.error("request failed with an unexpected error", exc_info=exc)
+            message = "internal server error"
+        return JSONResponse(body(status, code, message), status_code=status,
+                            headers={"Retry-After": "5"} if status == 503 else None)
+    return JSONResponse(body(status, code, getattr(exc, "message", str(exc)), model=getattr(exc, "model", None),
+                             field=getattr(exc, "field", None), path=getattr(exc, "path", None)),
+                        status_code=status)
+
+
+async def dataflow_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's request validation (body shape, query and path parameters), without echoing input."""
+    details = [{"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
+               for err in getattr(exc, "errors", lambda: [])()]
+    where = ", ".join(".".join(d["loc"]) for d in details[:5])
+    return JSONResponse(body(422, "validation_error", f"invalid request: {where}" if where else "invalid request",
+                             detail=details), status_code=422)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """``HTTPException`` (raised by hooks and endpoints, or by routing: 404, 405) in the same shape."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", None)
+    message = detail if isinstance(detail, str) else "error"
+    extra = {"detail": detail} if detail is not None and not isinstance(detail, str) else {}
+    return JSONResponse(body(status, _HTTP_CODES.get(status, "http_error"), message, **extra),
+                        status_code=status, headers=getattr(exc, "headers", None))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 422: "validation_error", 429: "too_many_requests"}
+
+
+def install(app: Any) -> None:
+    """Register the handlers on a FastAPI app."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    app.add_exception_handler(e.DataFlowError, dataflow_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
