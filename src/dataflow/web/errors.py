@@ -104,20 +104,15 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
                         status_code=status, headers=getattr(exc, "headers", None))
 
 
-async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(exc)
-
-
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 422: "validation_error", 429: "too_many_requests"}
 
 
 def install(app: Any) -> None:
-    """Register the handlers on a FastAPI app."""
+    """Register the handlers on a FastAPI app (unexpected errors: see ``request_scope``)."""
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
     app.add_exception_handler(e.DataFlowError, dataflow_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-    app.add_exception_handler(Exception, unexpected_error_handler)

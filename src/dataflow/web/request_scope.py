@@ -14,6 +14,7 @@ import uuid
 from starlette.requests import Request
 
 from ..operations.context import scope
+from .errors import error_response
 
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -31,11 +32,19 @@ class RequestScope:
         rid = given if _TOKEN.fullmatch(given) else uuid.uuid4().hex
         header = (b"x-request-id", rid.encode("ascii"))
 
+        started = False
+
         async def send_with_id(message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], header]
+                started = True
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         with scope(request=request, request_id=rid):
-            await self.app(scope_, receive, send_with_id)
+            try:
+                await self.app(scope_, receive, send_with_id)
+            except Exception as exc:  # anything unexpected: logged, a bare 500, and the connection stays usable
+                if started:
+                    raise
+                await error_response(exc)(scope_, receive, send_with_id)
