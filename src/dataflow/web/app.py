@@ -14,7 +14,10 @@ from fastapi import FastAPI
 
 from . import docs, endpoints, errors, health, middleware, server
 from .request_scope import RequestScope
+from ..errors import ModelError
 from .resources import Resource
+
+RESERVED = {"/docs", "/redoc", "/openapi.json", "/health", "/ready"}
 
 
 class Web:
@@ -49,6 +52,10 @@ class Web:
     def resource(self, name: str, *, path: str | None = None) -> Callable:
         """``@app.resource("users") class UserResource: ...``: REST routes for a model, with the class's hooks."""
         def register(cls: type) -> type:
+            prefix = path or f"/{name}"
+            if prefix.rstrip("/") in RESERVED:
+                raise ModelError(f"@app.resource({name!r}): the path {prefix} is taken by the app "
+                                 f"({', '.join(sorted(RESERVED))}); pass path='/api/{name}'", model=name)
             self.resources.append(Resource(self.db, name, cls, path))
             if self._built:
                 self._build_resource(self.resources[-1])

@@ -47,5 +47,8 @@ def route(fn: Callable, path: str, methods: Sequence[str] | None, **options: Any
     """Keyword arguments for ``FastAPI.add_api_route``."""
     if not path.startswith("/"):
         raise ValueError(f"endpoint path must start with '/', got {path!r}")
+    from .schemas import ErrorBody
+
+    options.setdefault("responses", {400: {"model": ErrorBody}, 422: {"model": ErrorBody}})
     return dict(path=path, endpoint=handler_for(fn), methods=[m.upper() for m in (methods or ["GET"])],
                 response_model=None, name=options.pop("name", fn.__name__), **options)

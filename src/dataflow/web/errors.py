@@ -100,8 +100,22 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     detail = getattr(exc, "detail", None)
     message = detail if isinstance(detail, str) else "error"
     extra = {"detail": detail} if detail is not None and not isinstance(detail, str) else {}
+    headers = dict(getattr(exc, "headers", None) or {})
+    if status == 405:  # every method the path has, not only those of the first route that matched it
+        headers["Allow"] = ", ".join(sorted(_methods_of(request)))
     return JSONResponse(body(status, _HTTP_CODES.get(status, "http_error"), message, **extra),
-                        status_code=status, headers=getattr(exc, "headers", None))
+                        status_code=status, headers=headers or None)
+
+
+def _methods_of(request: Request) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods or {"GET"}
 
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

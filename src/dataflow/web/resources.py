@@ -46,13 +46,13 @@ class Resource:
         self.model = b.name
         self.binding = b
         record = schemas.record_schema(b)
-        errors = {code: {"model": schemas.ErrorBody} for code in (404, 409, 422)}
+        errors = {code: {"model": schemas.ErrorBody} for code in (400, 404, 409, 422)}
         tag = [self.name]
         pk_type = (b.spec.fields[b.spec.primary_key].pytype if b.spec else schemas.column_type(b.pk)) or str
         self.pk_type = pk_type
         r = [
             self._route("GET", "", self._list_handler(b), f"list_{self.name}", f"List {b.name} records",
-                        {200: {"model": schemas.page_schema(b, record)}, 422: errors[422]}),
+                        {200: {"model": schemas.page_schema(b, record)}, 400: errors[400], 422: errors[422]}),
             self._route("GET", "/{id}", self._id_handler(self.read, pk_type), f"read_{self.name}",
                         f"Read one {b.name}", {200: {"model": record}, 404: errors[404], 422: errors[422]}),
         ]
@@ -62,11 +62,12 @@ class Resource:
             bulk = schemas.bulk_schema(b, record)
             r += [
                 self._route("POST", "", self._body_handler(self.create, create), f"create_{self.name}",
-                            f"Create a {b.name}", {201: {"model": record}, 409: errors[409], 422: errors[422]},
-                            status_code=201),
+                            f"Create a {b.name}", {201: {"model": record}, 400: errors[400], 409: errors[409],
+                                                            422: errors[422]}, status_code=201),
                 self._route("POST", "/bulk", self._body_handler(self.bulk_create, list[create], bulk=True),
                             f"bulk_create_{self.name}", f"Create many {b.name} records (all or nothing)",
-                            {201: {"model": bulk}, 409: errors[409], 422: errors[422]}, status_code=201),
+                            {201: {"model": bulk}, 400: errors[400], 409: errors[409], 422: errors[422]},
+                            status_code=201),
                 self._route("PATCH", "/{id}", self._id_handler(self.patch, pk_type, patch), f"patch_{self.name}",
                             f"Change some fields of a {b.name}", {200: {"model": record}, **errors}),
                 self._route("PUT", "/{id}", self._id_handler(self.replace, pk_type, create), f"replace_{self.name}",
@@ -80,6 +81,8 @@ class Resource:
 
     def _route(self, method: str, sub: str, endpoint: Callable, op: str, summary: str, responses: dict,
                status_code: int = 200) -> dict[str, Any]:
+        if sub == "/{id}" and self.pk_type is int:
+            sub = "/{id:int}"  # so /users/bulk is never taken for an id
         return dict(path=self.prefix + sub, endpoint=endpoint, methods=[method], operation_id=op, summary=summary,
                     responses=responses, status_code=status_code, tags=[self.name], response_model=None,
                     name=op)
@@ -106,7 +109,7 @@ class Resource:
             inspect.Parameter("limit", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=Query(
                 DEFAULT_LIMIT, ge=0, le=LIMIT_CAP, description=f"At most this many records (≤ {LIMIT_CAP})")),
             inspect.Parameter("offset", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=Query(
-                0, ge=0, description="Skip this many records")),
+                0, ge=0, le=schemas.INT64[1], description="Skip this many records")),
         ]
         names = {f"q{i}": name for i, (name, _) in enumerate(columns)}
 
@@ -118,8 +121,9 @@ class Resource:
         return handler
 
     def _id_handler(self, fn: Callable, pk_type: Any, body: Any = None) -> Callable:
+        bounds = {"ge": schemas.INT64[0], "le": schemas.INT64[1]} if pk_type is int else {}
         params = [inspect.Parameter("id", inspect.Parameter.KEYWORD_ONLY, annotation=pk_type,
-                                    default=Path(..., description="The record's primary key"))]
+                                    default=Path(..., description="The record's primary key", **bounds))]
         if body is not None:
             params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body))
 
@@ -227,7 +231,8 @@ class Resource:
     def _update(self, id: Any, data: dict, action: str) -> Response:
         data = self._data_hook("before_update", data)
         try:
-            record = self.db.update(self.name, id, data)
+            # An empty PATCH changes nothing: it answers with the record as it is.
+            record = self.db.update(self.name, id, data) if data else self.db.read(self.name, id)
         except DataFlowError as exc:
             return self._failed(exc, action)
         self._hook("after_update", record)

@@ -7,6 +7,7 @@ travel as aliases, so a field called ``json`` or ``model_x`` cannot clash with p
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,16 +20,44 @@ from ..binding import Binding
 from ..models import FieldSpec
 from ..values import json_safe
 
+_NUMERIC = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+INT64 = (-2**63, 2**63 - 1)
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+
+
+def _text_only(kind: str):
+    """JSON carries dates, times and UUIDs as strings: refuse numbers and booleans (pydantic's lax mode takes them)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, (int, float, bool)) or isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
+            raise ValueError(f"must be a {kind} string")  # not a number of seconds
+        return value
+    return pydantic.BeforeValidator(check)
+#: A decimal as a JSON number or a string of digits (what the codec accepts).
+DecimalIn = Annotated[Decimal, pydantic.WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}]})]
+
+def _number_only(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a number")
+    return value
+
+
 _IN: dict[type, Any] = {
-    int: int, str: str, bool: bool, float: float, Decimal: Decimal, datetime: datetime, date: date,
-    uuid.UUID: uuid.UUID, bytes: Annotated[str, Field(json_schema_extra={"contentEncoding": "base64"})],
+    int: Annotated[int, pydantic.Strict(), Field(ge=INT64[0], le=INT64[1])],
+    str: Annotated[str, pydantic.Strict()], bool: Annotated[bool, pydantic.Strict()],
+    float: Annotated[float, pydantic.BeforeValidator(_number_only)], Decimal: DecimalIn,
+    datetime: Annotated[datetime, _text_only("date-time")], date: Annotated[date, _text_only("date")],
+    uuid.UUID: Annotated[uuid.UUID, _text_only("UUID")],
+    bytes: Annotated[str, Field(json_schema_extra={"contentEncoding": "base64"})],
     dict: dict[str, Any], list: list[Any],
 }
 # What the JSON-safe encoding sends back: Decimal as a string, bytes as base64.
 _OUT: dict[type, Any] = {**_IN, Decimal: Annotated[str, Field(json_schema_extra={"format": "decimal"})]}
 
 #: Plain query parameters a list accepts, by field type (JSON and bytes fields filter through ?filter=).
-QUERY_TYPES: dict[type, Any] = {t: t for t in (int, str, bool, float, Decimal, datetime, date, uuid.UUID)}
+QUERY_TYPES: dict[type, Any] = {**{t: t for t in (str, bool, float, uuid.UUID)}, int: Int64, Decimal: DecimalIn,
+                                 datetime: Annotated[datetime, _text_only("date-time")],
+                                 date: Annotated[date, _text_only("date")]}
 
 _CONFIG = ConfigDict(extra="forbid", populate_by_name=False, protected_namespaces=())
 
@@ -42,7 +71,11 @@ def input_fields(b: Binding) -> list[FieldSpec]:
 def _typed(f: FieldSpec, table: dict[type, Any]) -> Any:
     t = table[f.pytype]
     if f.pytype is str and f.max_length:
-        t = Annotated[str, Field(max_length=f.max_length)]
+        t = Annotated[t, Field(max_length=f.max_length)]
+    if f.pytype is Decimal and table is _IN:
+        t = Annotated[Decimal, Field(max_digits=f.precision, decimal_places=f.scale), pydantic.WithJsonSchema(
+            {"anyOf": [{"type": "number", "multipleOf": 10 ** -f.scale if f.scale else 1},
+                       {"type": "string", "pattern": rf"^-?[0-9]{{1,{f.precision - f.scale}}}(\.[0-9]{{1,{f.scale}}})?$"}]})]
     return t
 
 

@@ -52,7 +52,7 @@ class PostResource:
     pass
 
 
-@app.resource("docs")
+@app.resource("docs", path="/documents")
 class DocResource:
     pass
 
