@@ -24,22 +24,24 @@ class JSONSafeResponse(JSONResponse):
         return super().render(json_safe(content))
 
 
-def respond(result: Any) -> Response:
+def respond(result: Any, status_code: int = 200) -> Response:
     if isinstance(result, Response):
         return result
-    return JSONSafeResponse(result)
+    if result is None and status_code == 204:
+        return Response(status_code=204)
+    return JSONSafeResponse(result, status_code=status_code)
 
 
-def handler_for(fn: Callable) -> Callable:
+def handler_for(fn: Callable, status_code: int = 200) -> Callable:
     """``fn`` with the same signature, answering with ``respond``."""
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def handler(*args: Any, **kwargs: Any) -> Response:
-            return respond(await fn(*args, **kwargs))
+            return respond(await fn(*args, **kwargs), status_code)
     else:
         @functools.wraps(fn)
         def handler(*args: Any, **kwargs: Any) -> Response:
-            return respond(fn(*args, **kwargs))
+            return respond(fn(*args, **kwargs), status_code)
     return handler
 
 
@@ -50,5 +52,5 @@ def route(fn: Callable, path: str, methods: Sequence[str] | None, **options: Any
     from .schemas import ErrorBody
 
     options.setdefault("responses", {400: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-    return dict(path=path, endpoint=handler_for(fn), methods=[m.upper() for m in (methods or ["GET"])],
+    return dict(path=path, endpoint=handler_for(fn, options.get("status_code") or 200), methods=[m.upper() for m in (methods or ["GET"])],
                 response_model=None, name=options.pop("name", fn.__name__), **options)
