@@ -175,3 +175,13 @@ def test_health_ready_and_openapi(http):
     html = http.get("/docs").text
     assert "/docs/assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
     assert http.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_reflected_table_is_served_read_only(http):
+    page = http.get("/legacy_items", params={"sort": "-id"}).json()
+    assert [(r["id"], r["label"]) for r in page["records"]] == [(2, "two"), (1, "one")]
+    assert http.get("/legacy_items", params={"label": "one"}).json()["total"] == 1
+    assert http.get("/legacy_items/2").json() == {"id": 2, "label": "two"}
+    assert http.get("/legacy_items/3").status_code == 404
+    assert http.post("/legacy_items", json={"id": 3, "label": "x"}).status_code == 405
+    assert http.delete("/legacy_items/1").status_code == 405

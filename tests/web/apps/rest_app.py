@@ -78,4 +78,17 @@ def boom():
     raise RuntimeError("secret detail that must not leak")
 
 
+# A table no model declares: served read-only through reflection.
+app.migrate()
+with app.engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS legacy_items (id INTEGER PRIMARY KEY, label VARCHAR(50))")
+    if not conn.exec_driver_sql("SELECT count(*) FROM legacy_items").scalar():
+        conn.exec_driver_sql("INSERT INTO legacy_items (id, label) VALUES (1, 'one'), (2, 'two')")
+
+
+@app.resource("legacy_items")
+class LegacyResource:
+    pass
+
+
 app.start()
