@@ -9,6 +9,8 @@ Each test gets an empty database.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -16,6 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 DEFAULT_URLS = "sqlite"
+
+# Kailash's default LocalRuntime() records node inputs and outputs under ~/.kailash/tracking: the
+# seed's examples use it, so the suite runs with a HOME of its own and leaves no test data behind.
+TEST_HOME = tempfile.mkdtemp(prefix="dataflow-test-home-")
+os.environ["HOME"] = TEST_HOME
 
 
 def _configured_urls() -> list[str]:
@@ -101,6 +108,7 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session, exitstatus):
     for server in SERVERS.values():
         server.teardown()
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):

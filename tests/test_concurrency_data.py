@@ -77,10 +77,10 @@ def test_a_stale_version_is_a_conflict_and_changes_nothing(docs):
     assert db.update("Doc", 1, {"title": "first", "version": 1})["version"] == 2
     with pytest.raises(ConflictError) as info:
         db.update("Doc", 1, {"title": "second", "version": 1})
-    assert str(info.value) == ("Doc id=1 was changed by someone else: update sent version 1 (it is now at "
+    assert str(info.value) == ("Doc update refused: the record was changed by someone else: update sent version 1 (it is now at "
                                "version 2); read it again and retry")
     assert info.value.model == "Doc"
-    with pytest.raises(ConflictError, match=r"^Doc id=1 was changed by someone else: update sent version 3 "):
+    with pytest.raises(ConflictError, match=r"^Doc update refused: the record was changed by someone else: update sent version 3 "):
         db.update("Doc", {"title": "first"}, {"hits": 5, "version": 3})  # by filter; a future version too
     assert rows(db, "SELECT id, title, hits, version FROM docs ORDER BY id") == [(1, "first", 0, 2), (2, "b", 0, 1)]
 
@@ -179,7 +179,7 @@ def test_versions_through_the_update_node(docs):
     results = run(("DocUpdateNode", "stale", {"id": 1, "title": "n2", "version": 1}),
                   ("DocUpdateNode", "blind", {"id": 2, "title": "b2"}))
     assert results["stale"]["failed"] is True
-    assert ("ConflictError: Doc id=1 was changed by someone else: update sent version 1 (it is now at version 2)"
+    assert ("ConflictError: Doc update refused: the record was changed by someone else: update sent version 1 (it is now at version 2)"
             in results["stale"]["error"])
     assert results["blind"]["version"] == 2
     results = run(("DocBulkUpdateNode", "bulk", {"filter": {}, "data": {"hits": 1}, "confirm_all": True}))
@@ -234,11 +234,11 @@ def test_reading_a_soft_deleted_id_is_not_found(notes):
     db.delete("Note", 1)
     with pytest.raises(NotFoundError) as info:
         db.read("Note", 1)
-    assert str(info.value) == "Note read: no record matches id=1"
+    assert str(info.value) == "Note read: no record matches the given id"
     assert db.read("Note", 1, raise_on_not_found=False) is None
-    with pytest.raises(NotFoundError, match=r"^Note delete: no record matches id=1$"):
+    with pytest.raises(NotFoundError, match=r"^Note delete: no record matches the given id$"):
         db.delete("Note", 1)  # once is enough: deleted_at is not moved
-    with pytest.raises(NotFoundError, match=r"^Note update: no record matches id=1$"):
+    with pytest.raises(NotFoundError, match=r"^Note update: no record matches the given id$"):
         db.update("Note", 1, {"body": "z"})
     assert stored(db) == [(1, "a", True), (2, "b", False), (3, "a", False)]
 
@@ -269,7 +269,7 @@ def test_soft_delete_through_nodes(notes):
                   ("NoteCountNode", "count", {}),
                   ("NoteCountNode", "count_all", {"include_deleted": True}))
     assert results["gone"] == {"found": False}
-    assert "NotFoundError: Note read: no record matches id=1" in results["missing"]["error"]
+    assert "NotFoundError: Note read: no record matches the given id" in results["missing"]["error"]
     kept = results["kept"]
     assert kept["found"] is True and isinstance(kept["deleted_at"], str)
     assert datetime.fromisoformat(kept["deleted_at"]) == db.read("Note", 1, include_deleted=True)["deleted_at"]

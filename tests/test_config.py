@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from kailash.nodes.base import NodeRegistry
 
-from dataflow import DatabaseError, DataFlow, DataFlowConfig, DataFlowError, ValidationError
+from dataflow import DatabaseError, DataFlow, DataFlowConfig, DataFlowError, SettingError, ValidationError
 from dataflow.core.config import DataFlowConfig as ConfigFromSeedPath
 
 SECRET = "s3cret"
@@ -20,6 +20,7 @@ def clean_environment(monkeypatch):
     """No DATAFLOW_* setting from the outer environment leaks into these tests."""
     for name in DataFlowConfig.names():
         monkeypatch.delenv(f"DATAFLOW_{name.upper()}", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
 def declare(db):
@@ -106,10 +107,9 @@ def test_environment_variable_names_the_database(tmp_path, monkeypatch):
 
 def test_environment_fills_other_settings(monkeypatch):
     monkeypatch.setenv("DATAFLOW_POOL_SIZE", "7")
-    monkeypatch.setenv("DATAFLOW_ENABLE_METRICS", "true")
     monkeypatch.setenv("DATAFLOW_LOG_LEVEL", "INFO")
     cfg = DataFlowConfig.build({"database_url": "sqlite://"})
-    assert (cfg.pool_size, cfg.enable_metrics, cfg.log_level) == (7, True, "INFO")
+    assert (cfg.pool_size, cfg.log_level) == (7, "INFO")
     assert DataFlowConfig.build({"database_url": "sqlite://", "pool_size": 3}).pool_size == 3  # explicit wins
     monkeypatch.setenv("DATAFLOW_POOL_SIZE", "many")
     with pytest.raises(ValidationError, match=r"^DATAFLOW_POOL_SIZE must be"):
@@ -130,11 +130,10 @@ def test_config_object(tmp_path):
 
 @pytest.mark.parametrize("how", ["positional", "keyword"])
 def test_config_dict(tmp_path, how):
-    settings = {"database_url": f"sqlite:///{tmp_path / 'dict.db'}", "multi_tenant": True,
-                "tenant_header": "X-Tenant-ID", "pool_size": 4}
+    settings = {"database_url": f"sqlite:///{tmp_path / 'dict.db'}", "pool_size": 4, "echo": False}
     db = DataFlow(settings) if how == "positional" else DataFlow(config=settings)
     with db:
-        assert (db.config.multi_tenant, db.config.tenant_header, db.config.pool_size) == (True, "X-Tenant-ID", 4)
+        assert (db.config.pool_size, db.config.echo) == (4, False)
         assert db.url.database.endswith("dict.db")
 
 
@@ -223,8 +222,8 @@ def test_pool_limits_hold_on_a_live_database(db_url, backend, caplog):
     with DataFlow(db_url, pool_size=2, max_overflow=1, pool_timeout=0.3) as db:
         declare(db)
         db.create("User", name="a")
-        if backend == "sqlite":  # pool_size/max_overflow do not apply: ignored with a debug note
-            assert "pool_size/max_overflow do not apply to SQLite; ignored" in caplog.text
+        if backend == "sqlite":  # pool_size/max_overflow do not apply: ignored, and said so (a warning)
+            assert [r.levelname for r in caplog.records if "do not apply to SQLite" in r.getMessage()] == ["WARNING"]
             return
         assert (db.engine.pool.size(), db.engine.pool._max_overflow) == (2, 1)
         held = [db.engine.connect() for _ in range(3)]
@@ -326,3 +325,70 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url):
     time.sleep(engine_module.PING_AFTER_IDLE_S + 0.2)  # idle long enough to be pinged on checkout
     assert db.create("Note", text="after")["text"] == "after"  # no error: the ping found it dead first
     assert db.count("Note") == 2
+
+
+# ---------------------------------------------------------------- no silent settings
+@pytest.mark.parametrize("setting", [{"multi_tenant": True}, {"redis_url": "redis://127.0.0.1:6379/0"},
+                                     {"enable_metrics": True}, {"tenant_field": "org_id"},
+                                     {"tenant_header": "X-Org"}])
+def test_settings_of_unbuilt_features_are_refused(setting):
+    name = next(iter(setting))
+    with pytest.raises(SettingError, match=rf"^{name} (is not supported yet|configures multi_tenant)"):
+        DataFlow("sqlite://", **setting)
+    with pytest.raises(SettingError, match=rf"^{name} "):
+        DataFlow({"database_url": "sqlite://", **setting})
+
+
+def test_unbuilt_settings_from_the_environment_are_warned_about(monkeypatch, caplog):
+    monkeypatch.setenv("DATAFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setattr("dataflow.core.config._warned", set())
+    with pytest.warns(RuntimeWarning, match=r"DATAFLOW_REDIS_URL is set, but the Redis query cache is not built"):
+        cfg = DataFlowConfig.build({"database_url": "sqlite://"})
+    assert cfg.redis_url is None
+    assert "DATAFLOW_REDIS_URL is set" in caplog.text
+
+
+def test_unknown_dataflow_variables_are_warned_about(monkeypatch):
+    monkeypatch.setenv("DATAFLOW_POOLSIZE", "3")
+    monkeypatch.setattr("dataflow.core.config._warned", set())
+    with pytest.warns(RuntimeWarning, match=r"^DATAFLOW_POOLSIZE is not a DataFlow setting and is ignored"):
+        DataFlowConfig.build({"database_url": "sqlite://"})
+
+
+def test_database_url_is_the_fallback_for_the_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'from_database_url.db'}")
+    with DataFlow() as db:
+        assert db.url.database.endswith("from_database_url.db")
+    monkeypatch.setenv("DATAFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'ours.db'}")
+    with DataFlow() as db:  # DATAFLOW_DATABASE_URL comes first
+        assert db.url.database.endswith("ours.db")
+
+
+def test_the_default_sqlite_file_is_logged(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    caplog.set_level(logging.INFO, logger="dataflow.config")
+    with DataFlow() as db:
+        assert db.url.database == "dataflow.db"
+    assert f"using the SQLite file {tmp_path / 'dataflow.db'}" in caplog.text
+
+
+def test_log_level_sets_the_dataflow_loggers(monkeypatch):
+    logger = logging.getLogger("dataflow")
+    before = logger.level
+    try:
+        monkeypatch.setenv("DATAFLOW_LOG_LEVEL", "debug")
+        with DataFlow("sqlite://"):
+            assert logging.getLogger("dataflow.operations").getEffectiveLevel() == logging.DEBUG
+        with pytest.raises(SettingError, match=r"^log_level must be one of"):
+            DataFlow("sqlite://", log_level="LOUD")
+    finally:
+        logger.setLevel(before)
+
+
+def test_repr_of_the_config_masks_passwords():
+    cfg = DataFlowConfig.build({"database_url": f"postgresql://u:{SECRET}@127.0.0.1/x"})
+    assert SECRET not in repr(cfg) and "***" in repr(cfg)
+    with DataFlow(f"postgresql://u:{SECRET}@127.0.0.1/x") as db:
+        assert SECRET not in repr(db) and SECRET not in repr(db.config)

@@ -348,7 +348,7 @@ def test_read_include_both_ways(blog):
     user = db.read("User", {"name": "Ann"}, include=["posts"])
     assert [(p["id"], p["title"]) for p in user["posts"]] == [(1, "p1"), (3, "p3")]
     assert db.read("User", 3, include=["posts"])["posts"] == []
-    with pytest.raises(NotFoundError, match=r"^User read: no record matches id=99$"):
+    with pytest.raises(NotFoundError, match=r"^User read: no record matches the given id$"):
         db.read("User", 99, include=["posts"])
     assert db.read("User", 99, include=["posts"], raise_on_not_found=False) is None
 

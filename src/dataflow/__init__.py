@@ -5,9 +5,9 @@ Public names: ``DataFlow``, ``DataFlowConfig``, ``Field`` and the exception tree
 
 from .core.config import DataFlowConfig
 from .core.dataflow import DataFlow
-from .errors import (ConflictError, DatabaseError, DataFlowError, DuplicateKeyError, FilterError,
-                     ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
-                     ValidationError)
+from .errors import (ConflictError, DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError,
+                     FilterError, ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
+                     SettingError, TenantError, ValidationError)
 from .models import Field
 
 __version__ = "0.1.0"
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DataFlow", "DataFlowConfig", "Field", "DataFlowError", "ModelError", "ValidationError", "FilterError",
     "NotFoundError", "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError",
-    "MigrationError", "DatabaseError",
+    "MigrationError", "DatabaseError", "DatabaseUnavailableError", "SettingError", "TenantError",
 ]

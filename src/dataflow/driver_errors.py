@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import (DatabaseError, DataFlowError, DuplicateKeyError, ForeignKeyError,
+from .errors import (DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError, ForeignKeyError,
                      IntegrityError, ValidationError)
 
 # PostgreSQL SQLSTATE codes.
@@ -104,7 +104,7 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         return cls(msg, model=model, field=field, original=orig)
     if getattr(exc, "connection_invalidated", False) or _is_link_error(orig, kinds):
         place = f" at {where}" if where else ""
-        return DatabaseError(f"{who} failed: the database{place} is unreachable or the connection was lost "
+        return DatabaseUnavailableError(f"{who} failed: the database{place} is unreachable or the connection was lost "
                              f"({_detail(orig)}); check that the server is running and the URL is right",
                              model=model, original=orig)
     return DatabaseError(f"{who} failed in the database driver: {type(orig).__name__}: {_detail(orig)}",

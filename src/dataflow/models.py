@@ -11,18 +11,14 @@ from decimal import Decimal
 from typing import Any, Callable
 from uuid import UUID
 
+from .catalog import RESERVED
 from .errors import ModelError
 
 #: Python types a field may have; each maps to one column type per dialect (schema/types.py).
 SUPPORTED_TYPES: tuple[type, ...] = (int, str, bool, float, Decimal, datetime, date, UUID, bytes, dict, list)
 
-#: Names a field may not take: they are parameters or result keys of the generated nodes.
-RESERVED_FIELDS = frozenset({
-    "filter", "conditions", "fields", "data", "limit", "offset", "skip", "sort", "order_by",
-    "found", "updated", "updates", "update", "where", "create", "conflict_on", "batch_size",
-    "on_conflict", "return_ids", "confirm_all", "raise_on_not_found", "include",
-    "include_deleted", "pipeline", "config", "context",
-})
+#: Names a field may not take: parameters or result keys of the generated nodes (derived in catalog.py).
+RESERVED_FIELDS = RESERVED
 
 TIMESTAMP_FIELDS = ("created_at", "updated_at")
 

@@ -1,15 +1,18 @@
-"""Generate the Kailash nodes of a model and register them by name in the SDK's registry.
+"""Generate the Kailash nodes of a model from the operations table and register them by name.
 
-Each node class is bound to the ``DataFlow`` instance that declared the model, takes its
-parameters (kailash-dataflow's names, a compatible superset), calls the operations layer and
-returns JSON-safe outputs.
+Each node class is bound (weakly) to the ``DataFlow`` instance that declared the model, takes the
+parameters ``catalog.py`` lists for its operation (aliases folded in one place), calls the
+operations layer and returns JSON-safe outputs. Node names are process-wide in Kailash: a second
+live instance declaring the same model is refused unless it names its nodes apart
+(``DataFlow(url, node_prefix="Shop")`` -> ``ShopUserCreateNode``).
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import logging
-import warnings
+import weakref
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -17,7 +20,8 @@ from uuid import UUID
 
 from kailash.nodes.base import Node, NodeMetadata, NodeParameter, NodeRegistry
 
-from .errors import ValidationError
+from .catalog import BY_NODE, OPERATIONS, RUNTIME_KEYS, Operation
+from .errors import DataFlowError, ModelError, ValidationError
 from .models import ModelSpec
 from .operations import DEFAULT_BATCH, DEFAULT_LIMIT
 from .values import json_safe
@@ -29,8 +33,6 @@ log = logging.getLogger("dataflow.nodes")
 
 #: Config keys the SDK reads as node metadata; models may use them as field names (User.name).
 _METADATA_KEYS = ("name", "description", "version", "author", "tags", "metadata")
-#: Keys the runtime may add to a node's inputs.
-_RUNTIME_KEYS = frozenset({"context", "config"})
 
 
 def _param(name: str, description: str = "") -> NodeParameter:
@@ -38,13 +40,26 @@ def _param(name: str, description: str = "") -> NodeParameter:
     return NodeParameter(name=name, type=Any, required=False, description=description)
 
 
+class _Instance:
+    """A class attribute holding the declaring ``DataFlow`` weakly: ``cls._db`` is it, or None once it is gone."""
+
+    def __init__(self, db: "DataFlow") -> None:
+        self._ref = weakref.ref(db)
+
+    def __get__(self, obj: Any, owner: Any = None) -> "DataFlow | None":
+        return self._ref()
+
+
 class DataFlowNode(Node):
     """Base of generated nodes: parameter checking and JSON-safe output are ours."""
 
-    _db: "DataFlow"
+    _db: Any
     _model: str
     _operation: str
+    _op: Operation
     _params: tuple[str, ...] = ()
+    _fields: tuple[str, ...] = ()
+    _encode: Callable[[Mapping[str, Any]], dict]
 
     def __init__(self, **kwargs: Any) -> None:
         held = {k: kwargs.pop(k) for k in _METADATA_KEYS if k in kwargs}
@@ -58,7 +73,7 @@ class DataFlowNode(Node):
         return self._parameter_defs  # built once per class: the SDK asks on every instantiation
 
     def validate_inputs(self, **kwargs: Any) -> dict[str, Any]:
-        unknown = [k for k in kwargs if k not in self._allowed and k not in _RUNTIME_KEYS
+        unknown = [k for k in kwargs if k not in self._allowed and k not in RUNTIME_KEYS
                    and not k.startswith("_")]
         if unknown:
             raise ValidationError(
@@ -71,9 +86,12 @@ class DataFlowNode(Node):
         return outputs  # already JSON-safe (values.json_safe)
 
     def run(self, **kwargs: Any) -> dict[str, Any]:
-        return self._run(self._db, kwargs)
+        db = self._db
+        if db is None:
+            raise DataFlowError(f"{type(self).__name__}: the DataFlow instance that declared {self._model} is gone; "
+                                f"declare the model on a live instance", model=self._model)
+        return RUNNERS[self._op.node](db, self, self._op.resolve(kwargs), kwargs)
 
-    _run: Callable[["DataFlow", dict], dict]
     _allowed: frozenset[str] = frozenset()
     _parameter_defs: dict[str, NodeParameter] = {}
 
@@ -104,118 +122,6 @@ def record_encoder(spec: ModelSpec) -> Callable[[Mapping[str, Any]], dict]:
     return encode
 
 
-# ---------------------------------------------------------------- one function per operation
-def _pick(kw: dict, *names: str, default: Any = None) -> Any:
-    for n in names:
-        if n in kw and kw[n] is not None:
-            return kw[n]
-    return default
-
-
-def _changes(kw: dict, fields: tuple[str, ...]) -> dict:
-    given = _pick(kw, "fields", "updates", "update")
-    flat = {k: v for k, v in kw.items() if k in fields and k != "id"}
-    if given is not None and not isinstance(given, dict):
-        raise ValidationError("changes ('fields'/'updates') must be a dict of field values")
-    return {**flat, **(given or {})}
-
-
-def _create(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        return encode(db.operations.create(model, {k: v for k, v in kw.items() if k in fields}))
-    return run
-
-
-def _read(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        rec = db.operations.read(model, kw.get("id"), _pick(kw, "filter", "conditions"),
-                                 raise_on_not_found=kw.get("raise_on_not_found", True),
-                                 include=kw.get("include"), include_deleted=kw.get("include_deleted", False),
-                                 fields=kw.get("fields"))
-        return {"found": False} if rec is None else {**encode(rec), "found": True}
-    return run
-
-
-def _update(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        filt = _pick(kw, "filter", "conditions")
-        rec = db.operations.update(model, kw.get("id"), filt, _changes(kw, fields),
-                                   raise_on_not_found=kw.get("raise_on_not_found", True))
-        return {"updated": False} if rec is None else {**encode(rec), "updated": True}
-    return run
-
-
-def _delete(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        key = db.operations.delete(model, kw.get("id"), _pick(kw, "filter", "conditions"),
-                                   raise_on_not_found=kw.get("raise_on_not_found", True))
-        return {"id": json_safe(key), "deleted": key is not None}
-    return run
-
-
-def _list(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        limit = kw["limit"] if "limit" in kw else DEFAULT_LIMIT
-        offset = _pick(kw, "offset", "skip", default=0)
-        records, more = db.operations.list(model, _pick(kw, "filter", "conditions"),
-                                           _pick(kw, "sort", "order_by"), limit, offset, kw.get("fields"),
-                                           include=kw.get("include"),
-                                           include_deleted=kw.get("include_deleted", False))
-        return {"records": [encode(r) for r in records], "count": len(records), "limit": limit,
-                "offset": offset, "has_more": more}
-    return run
-
-
-def _count(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        return {"count": db.operations.count(model, _pick(kw, "filter", "conditions"),
-                                             include_deleted=kw.get("include_deleted", False))}
-    return run
-
-
-def _upsert(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        created, rec = db.operations.upsert(model, _pick(kw, "where", "filter", "conditions"), kw.get("update"),
-                                            kw.get("create"), kw.get("conflict_on"))
-        return {"created": created, "action": "created" if created else "updated", "record": encode(rec)}
-    return run
-
-
-def _bulk_create(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        out = db.operations.bulk_create(model, _pick(kw, "data", "records", default=[]),
-                                        batch_size=kw.get("batch_size") or DEFAULT_BATCH,
-                                        on_conflict=kw.get("on_conflict") or "error",
-                                        return_ids=bool(kw.get("return_ids")), conflict_on=kw.get("conflict_on"))
-        return json_safe(out)
-    return run
-
-
-def _bulk_update(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        changes = _pick(kw, "data", "fields", "update", "updates")
-        n = db.operations.bulk_update(model, _pick(kw, "filter", "conditions"), changes,
-                                      confirm_all=bool(kw.get("confirm_all")))
-        return {"processed": n, "updated": n, "success": True}
-    return run
-
-
-def _bulk_delete(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        n = db.operations.bulk_delete(model, _pick(kw, "filter", "conditions"),
-                                      confirm_all=bool(kw.get("confirm_all")))
-        return {"processed": n, "deleted": n, "success": True}
-    return run
-
-
-def _bulk_upsert(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        return db.operations.bulk_upsert(model, _pick(kw, "data", "records", default=[]),
-                                         conflict_on=kw.get("conflict_on"),
-                                         batch_size=kw.get("batch_size") or DEFAULT_BATCH)
-    return run
-
-
 def _numbers(value: Any) -> Any:
     """Aggregates are JSON numbers from nodes (CONVENTIONS.md): a Decimal sum becomes a float."""
     if isinstance(value, Decimal):
@@ -227,60 +133,147 @@ def _numbers(value: Any) -> Any:
     return json_safe(value)
 
 
-def _aggregate(model: str, fields: tuple[str, ...], encode: Callable[[Mapping], dict]):
-    def run(db, kw):
-        result = db.operations.aggregate(model, kw.get("pipeline") or [], _pick(kw, "filter", "conditions"))
-        return {"result": _numbers(result)} if not isinstance(result, list) else {
-            "results": _numbers(result), "count": len(result)}
-    return run
+# ---------------------------------------------------------------- one runner per operation
+# Each takes the instance, the node, the canonical parameters (catalog.resolve) and the raw inputs
+# (for the flat fields of Create and Update).
+
+def _create(db, node, p, raw):
+    return node._encode(db.operations.create(node._model, {k: v for k, v in raw.items() if k in node._fields}))
 
 
-_FILTER = ("filter", "conditions")
-_FLAGS = ("raise_on_not_found",)
+def _read(db, node, p, raw):
+    rec = db.operations.read(node._model, p["id"], p["filter"], raise_on_not_found=p["raise_on_not_found"],
+                             include=p["include"], include_deleted=p["include_deleted"], fields=p["fields"])
+    return {"found": False} if rec is None else {**node._encode(rec), "found": True}
 
-#: Operation -> (runner factory, its parameters besides the model's fields, whether fields are params).
-OPERATIONS: dict[str, tuple[Callable, tuple[str, ...], bool]] = {
-    "Create": (_create, (), True),
-    "Read": (_read, ("id", *_FILTER, *_FLAGS, "include", "include_deleted", "fields"), False),
-    "Update": (_update, ("id", *_FILTER, "fields", "updates", "update", *_FLAGS), True),
-    "Delete": (_delete, ("id", *_FILTER, *_FLAGS), False),
-    "List": (_list, (*_FILTER, "sort", "order_by", "limit", "offset", "skip", "fields", "include",
-                     "include_deleted"), False),
-    "Count": (_count, (*_FILTER, "include_deleted"), False),
-    "Upsert": (_upsert, ("where", *_FILTER, "update", "create", "conflict_on"), False),
-    "BulkCreate": (_bulk_create, ("data", "records", "batch_size", "on_conflict", "return_ids", "conflict_on"), False),
-    "BulkUpdate": (_bulk_update, (*_FILTER, "data", "fields", "update", "updates", "confirm_all"), False),
-    "BulkDelete": (_bulk_delete, (*_FILTER, "confirm_all"), False),
-    "BulkUpsert": (_bulk_upsert, ("data", "records", "conflict_on", "batch_size"), False),
-    "Aggregate": (_aggregate, ("pipeline", *_FILTER), False),
+
+def _update(db, node, p, raw):
+    given = p["changes"]
+    if given is not None and not isinstance(given, dict):
+        raise ValidationError("changes ('fields'/'updates') must be a dict of field values", model=node._model)
+    flat = {k: v for k, v in raw.items() if k in node._fields and k != "id"}
+    rec = db.operations.update(node._model, p["id"], p["filter"], {**flat, **(given or {})},
+                               raise_on_not_found=p["raise_on_not_found"])
+    return {"updated": False} if rec is None else {**node._encode(rec), "updated": True}
+
+
+def _delete(db, node, p, raw):
+    key = db.operations.delete(node._model, p["id"], p["filter"], raise_on_not_found=p["raise_on_not_found"])
+    return {"id": json_safe(key), "deleted": key is not None}
+
+
+def _list(db, node, p, raw):
+    cap = db.config.max_limit
+    limit = raw["limit"] if "limit" in raw else DEFAULT_LIMIT
+    capped = limit is None
+    if capped:
+        limit = cap
+    elif isinstance(limit, int) and not isinstance(limit, bool) and limit > cap:
+        raise ValidationError(f"{type(node).__name__}: limit is above the max_limit setting ({cap}); page with "
+                              f"offset, or raise max_limit", model=node._model)
+    records, more = db.operations.list(node._model, p["filter"], p["sort"], limit, p["offset"], p["fields"],
+                                       include=p["include"], include_deleted=p["include_deleted"])
+    if capped and more:
+        log.warning("%s returned max_limit=%d records and more match; page with offset or raise max_limit",
+                    type(node).__name__, cap)
+    return {"records": [node._encode(r) for r in records], "count": len(records), "limit": limit,
+            "offset": p["offset"], "has_more": more}
+
+
+def _count(db, node, p, raw):
+    return {"count": db.operations.count(node._model, p["filter"], include_deleted=p["include_deleted"])}
+
+
+def _upsert(db, node, p, raw):
+    created, rec = db.operations.upsert(node._model, p["where"], p["update"], p["create"], p["conflict_on"])
+    return {"created": created, "action": "created" if created else "updated", "record": node._encode(rec)}
+
+
+def _bulk_create(db, node, p, raw):
+    return json_safe(db.operations.bulk_create(
+        node._model, p["data"], batch_size=p["batch_size"] or DEFAULT_BATCH, on_conflict=p["on_conflict"],
+        return_ids=bool(p["return_ids"]), conflict_on=p["conflict_on"]))
+
+
+def _bulk_update(db, node, p, raw):
+    n = db.operations.bulk_update(node._model, p["filter"], p["changes"], confirm_all=bool(p["confirm_all"]))
+    return {"processed": n, "updated": n, "success": True}
+
+
+def _bulk_delete(db, node, p, raw):
+    n = db.operations.bulk_delete(node._model, p["filter"], confirm_all=bool(p["confirm_all"]))
+    return {"processed": n, "deleted": n, "success": True}
+
+
+def _bulk_upsert(db, node, p, raw):
+    return db.operations.bulk_upsert(node._model, p["data"], conflict_on=p["conflict_on"],
+                                     batch_size=p["batch_size"] or DEFAULT_BATCH)
+
+
+def _aggregate(db, node, p, raw):
+    result = db.operations.aggregate(node._model, list(p["pipeline"]) if isinstance(p["pipeline"], (list, tuple))
+                                     else p["pipeline"], p["filter"])
+    return {"result": _numbers(result)} if not isinstance(result, list) else {
+        "results": _numbers(result), "count": len(result)}
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {
+    "Create": _create, "Read": _read, "Update": _update, "Delete": _delete, "List": _list, "Count": _count,
+    "Upsert": _upsert, "BulkCreate": _bulk_create, "BulkUpdate": _bulk_update, "BulkDelete": _bulk_delete,
+    "BulkUpsert": _bulk_upsert, "Aggregate": _aggregate,
 }
+assert set(RUNNERS) == set(BY_NODE), "every operation in catalog.py needs a runner"
 
 
+# ---------------------------------------------------------------- registration
 def register_nodes(db: "DataFlow", spec: ModelSpec) -> dict[str, type]:
-    """Create and register ``<Model><Operation>Node`` classes bound to ``db``."""
+    """Create and register ``<prefix><Model><Operation>Node`` classes bound to ``db``.
+
+    A name registered by another live, open ``DataFlow`` is refused with a ``ModelError``: a workflow
+    meant for one database must never run against another by accident.
+    """
     fields = tuple(spec.fields)
     encode = record_encoder(spec)
+    prefix = db.config.node_prefix
+    names = {op.node: f"{prefix}{spec.name}{op.node}Node" for op in OPERATIONS}
+    _refuse_taken(db, spec, names.values())
     classes: dict[str, type] = {}
-    rebound: list[str] = []
-    for op, (factory, extra, takes_fields) in OPERATIONS.items():
-        name = f"{spec.name}{op}Node"
-        params = tuple(dict.fromkeys((*fields, *extra) if takes_fields else extra))
+    for op in OPERATIONS:
+        name = names[op.node]
+        params = tuple(dict.fromkeys(
+            (*fields, *(n for p in op.params for n in p.names if n != "changes")) if op.takes_fields
+            else (n for p in op.params for n in p.names)))
+        if op.node == "Update":  # its changes arrive flat or under one of the aliases
+            params = tuple(dict.fromkeys((*params, "fields", "updates", "update")))
         cls = type(name, (DataFlowNode,), {
             "__module__": __name__,
-            "__doc__": f"{op} {spec.name} records in {spec.table} (generated by DataFlow).",
-            "_db": db, "_model": spec.name, "_operation": op, "_params": params,
-            "_allowed": frozenset(params), "_run": staticmethod(factory(spec.name, fields, encode)),
-            "_parameter_defs": {p: _param(p) for p in params},
+            "__doc__": f"{op.node} {spec.name} records in {spec.table} (generated by DataFlow).",
+            "_db": _Instance(db), "_model": spec.name, "_operation": op.node, "_op": op, "_params": params,
+            "_fields": fields, "_encode": staticmethod(encode),
+            "_allowed": frozenset(params), "_parameter_defs": {p: _param(p) for p in params},
         })
-        current = NodeRegistry._nodes.get(name)
-        if current is not None and getattr(current, "_db", db) is not db:
-            rebound.append(name)
         NodeRegistry.register(cls, allow_override=True)
         classes[name] = cls
-    if rebound:  # one warning per model, not one per node
-        warnings.warn(f"{', '.join(rebound)} were bound to another DataFlow instance; they now run against "
-                      f"{db.safe_url}", RuntimeWarning, stacklevel=3)
     return classes
+
+
+def _refuse_taken(db: "DataFlow", spec: ModelSpec, names: Any) -> None:
+    def holder(name: str) -> Any:
+        current = NodeRegistry._nodes.get(name)
+        other = getattr(current, "_db", None) if current is not None else None
+        return other if other is not None and other is not db and not getattr(other, "_closed", False) else None
+
+    taken = [n for n in names if holder(n) is not None]
+    if taken:
+        gc.collect()  # an instance nobody can reach any more cannot run a workflow: let it go first
+        taken = [n for n in taken if holder(n) is not None]
+    if taken:
+        other = holder(taken[0])
+        raise ModelError(
+            f"{spec.name}: node names such as {taken[0]} are bound to another open DataFlow instance "
+            f"({other.safe_url}); a workflow would not know which database to use. Close the other instance "
+            f"(db.close()), or give this one its own names with DataFlow(..., node_prefix='Other')",
+            model=spec.name)
 
 
 def unregister_nodes(classes: dict[str, type]) -> None:

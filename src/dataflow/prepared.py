@@ -77,34 +77,26 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
                     expanding=bool(compiled.post_compile_params), read_only=isinstance(stmt, sa.Select))
 
 
-def run(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], *, fetch: bool = True) -> list[dict]:
-    """Execute in its own transaction on a pooled driver connection; return the records.
+def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tuple[list, Any]:
+    """Execute in its own transaction on a pooled driver connection; return (rows, cursor description).
 
-    Driver errors propagate as they are (the caller translates them); a connection that the
-    error shows to be dead is invalidated, so the pool replaces it.
+    Driver errors propagate as they are (the executor translates them). An error that shows the
+    connection to be dead invalidates the whole pool, as SQLAlchemy does on its own path: the
+    other pooled connections to the same server died with it, and each would fail one operation.
     """
-    rows, description = _run_raw(db, prepared, params, fetch)
-    return prepared.records(rows, description)
-
-
-#: Backends where one SELECT runs without BEGIN/COMMIT around it (it is atomic by itself):
-#: two round trips fewer on PostgreSQL. SQLite connections are in autocommit mode already.
-AUTOCOMMIT_READS = {"postgresql": True, "sqlite": True, "mysql": False}
-
-
-def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetch: bool) -> tuple[list, Any]:
+    facts = db.facts
     conn = db.engine.raw_connection()
     cursor = None
     driver = conn.driver_connection
-    autocommit = prepared.read_only and AUTOCOMMIT_READS[db.backend]
+    autocommit = prepared.read_only and facts.autocommit_reads
     try:
-        if autocommit and db.backend == "postgresql":
+        if autocommit and facts.toggle_autocommit:
             driver.autocommit = True  # client-side switch while idle: no round trip
         cursor = driver.cursor()
-        if db.backend == "sqlite" and not autocommit:  # pysqlite is in autocommit mode: begin explicitly
+        if facts.explicit_begin and not autocommit:  # pysqlite is in autocommit mode: begin explicitly
             cursor.execute("BEGIN")
         cursor.execute(*prepared.bound(params))
-        rows = cursor.fetchall() if fetch else []
+        rows = cursor.fetchall() if prepared.keys else []
         description = cursor.description
         if not autocommit:
             driver.commit()
@@ -112,9 +104,9 @@ def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetc
     except BaseException as exc:
         try:
             if isinstance(exc, db.driver_errors) and db.engine.dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
-                conn.invalidate(exc)
+                invalidate_pool(db, conn, exc)
             else:
-                conn.driver_connection.rollback()
+                driver.rollback()
         except Exception:
             conn.invalidate(exc)
         raise
@@ -124,9 +116,19 @@ def _run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], fetc
                 cursor.close()
             except Exception:
                 pass
-        if autocommit and db.backend == "postgresql":
+        if autocommit and facts.toggle_autocommit:
             try:
                 driver.autocommit = False
             except Exception as exc:  # a broken connection: let the pool replace it
                 conn.invalidate(exc)
         conn.close()
+
+
+def invalidate_pool(db: "DataFlow", conn: Any, exc: BaseException) -> None:
+    """Drop ``conn`` and every pooled connection made before now (they share the dead server)."""
+    pool = db.engine.pool
+    invalidate = getattr(pool, "_invalidate", None)  # what SQLAlchemy's own disconnect handling calls
+    if invalidate is not None:
+        invalidate(conn, exc)
+    else:  # pragma: no cover - a pool without pool-wide invalidation
+        conn.invalidate(exc)

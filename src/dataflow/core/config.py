@@ -1,16 +1,40 @@
-"""``DataFlowConfig``: every setting of a ``DataFlow``, from arguments, a dict or ``DATAFLOW_*`` variables."""
+"""``DataFlowConfig``: every setting of a ``DataFlow``, from arguments, a dict or ``DATAFLOW_*`` variables.
+
+No setting is accepted and then ignored: a setting whose feature is not built yet is refused with a
+``SettingError`` naming it when given in code, and warned about when it comes from the environment
+(a deployment may set variables for a newer version); unknown ``DATAFLOW_*`` variables are warned about.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-from ..errors import ValidationError
+from ..errors import SettingError
+
+log = logging.getLogger("dataflow.config")
 
 DEFAULT_URL = "sqlite:///dataflow.db"
 
 _TRUE = {"1", "true", "yes", "on"}
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+#: Settings whose feature is not built yet: what they would do. Given in code they are refused;
+#: from the environment they are warned about. A feature that lands removes its line.
+UNBUILT: dict[str, str] = {
+    "multi_tenant": "multi-tenant isolation",
+    "redis_url": "the Redis query cache",
+    "enable_metrics": "the Prometheus metrics endpoint",
+}
+#: Settings that configure an unbuilt feature: refused when they differ from their default.
+UNBUILT_DETAILS: dict[str, str] = {"tenant_header": "multi_tenant", "tenant_field": "multi_tenant"}
+
+#: DATAFLOW_* variables read elsewhere (the web server, the test suite), not settings of an instance.
+OTHER_VARIABLES = frozenset({"HOST", "PORT", "TEST_URLS", "TEST_PG", "TEST_MYSQL", "LOG_FORMAT"})
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -18,8 +42,8 @@ class DataFlowConfig:
     """Settings of one ``DataFlow`` instance.
 
     Environment variables ``DATAFLOW_<FIELD>`` (e.g. ``DATAFLOW_DATABASE_URL``,
-    ``DATAFLOW_REDIS_URL``, ``DATAFLOW_LOG_LEVEL``, ``DATAFLOW_ENABLE_METRICS``) fill the
-    fields that were not given explicitly.
+    ``DATAFLOW_LOG_LEVEL``) fill the fields that were not given explicitly; the database URL falls
+    back to ``DATABASE_URL``, then to a SQLite file ``dataflow.db`` in the working directory.
     """
 
     database_url: str | None = None
@@ -38,11 +62,25 @@ class DataFlowConfig:
     redis_url: str | None = None
     log_level: str | None = None
     enable_metrics: bool = False
+    #: The most records a List node returns when asked for more (or for all, ``limit=None``).
+    max_limit: int = 10_000
+    #: Prefix of this instance's node names (``"Shop"`` -> ``ShopUserCreateNode``): lets two
+    #: instances declare the same model in one process.
+    node_prefix: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)} - {"extra"}
+
+    def __repr__(self) -> str:
+        from .engine import safe_url
+
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for name in ("database_url", "redis_url"):
+            if shown[name]:
+                shown[name] = safe_url(shown[name])
+        return f"DataFlowConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @classmethod
     def build(cls, base: "DataFlowConfig | Mapping[str, Any] | None" = None, **overrides: Any) -> "DataFlowConfig":
@@ -54,24 +92,45 @@ class DataFlowConfig:
         elif isinstance(base, Mapping):
             given.update(base)
         elif base is not None:
-            raise ValidationError(f"DataFlow config must be a URL, a dict or a DataFlowConfig, "
-                                  f"got {type(base).__name__}")
+            raise SettingError(f"DataFlow config must be a URL, a dict or a DataFlowConfig, "
+                               f"got {type(base).__name__}")
         given.update({k: v for k, v in overrides.items() if v is not None})
         if "url" in given and "database_url" not in given:
             given["database_url"] = given.pop("url")
         unknown = set(given) - cls.names()
         if unknown:
-            raise ValidationError(f"Unknown DataFlow setting(s): {', '.join(sorted(unknown))}; "
-                                  f"known settings: {', '.join(sorted(cls.names()))}")
+            raise SettingError(f"Unknown DataFlow setting(s): {', '.join(sorted(unknown))}; "
+                               f"known settings: {', '.join(sorted(cls.names()))}")
+        _refuse_unbuilt(given)
         env = cls._from_env(exclude=set(given))
         cfg = cls(**{**env, **given})
         if not cfg.database_url:
-            cfg = replace(cfg, database_url=DEFAULT_URL)
+            fallback = os.environ.get("DATABASE_URL", "").strip()
+            if fallback:
+                cfg = replace(cfg, database_url=fallback)
+            else:
+                log.info("no database URL given (argument, DATAFLOW_DATABASE_URL or DATABASE_URL): using the "
+                         "SQLite file %s", os.path.abspath("dataflow.db"))
+                cfg = replace(cfg, database_url=DEFAULT_URL)
+        cfg._check()
         return cfg
+
+    def _check(self) -> None:
+        if self.log_level is not None and str(self.log_level).upper() not in LOG_LEVELS:
+            raise SettingError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if isinstance(self.max_limit, bool) or not isinstance(self.max_limit, int) or self.max_limit < 1:
+            raise SettingError("max_limit must be a positive integer")
+        if not isinstance(self.node_prefix, str) or (self.node_prefix and not self.node_prefix.isidentifier()):
+            raise SettingError("node_prefix must be a Python identifier such as 'Shop' (it starts node names)")
 
     @classmethod
     def _from_env(cls, exclude: set[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        known = {f.name.upper() for f in fields(cls)}
+        for var in os.environ:
+            if var.startswith("DATAFLOW_") and var[9:] not in known and var[9:] not in OTHER_VARIABLES:
+                _warn_once(var, f"{var} is not a DataFlow setting and is ignored; settings are "
+                                f"{', '.join(sorted('DATAFLOW_' + n.upper() for n in cls.names()))}")
         for f in fields(cls):
             if f.name in exclude or f.name == "extra":
                 continue
@@ -80,7 +139,31 @@ class DataFlowConfig:
                 continue
             kind = type(f.default) if f.default is not None else str
             try:
-                out[f.name] = (raw.strip().lower() in _TRUE) if kind is bool else kind(raw)
+                value = (raw.strip().lower() in _TRUE) if kind is bool else kind(raw)
             except ValueError:
-                raise ValidationError(f"DATAFLOW_{f.name.upper()} must be a {kind.__name__}") from None
+                raise SettingError(f"DATAFLOW_{f.name.upper()} must be a {kind.__name__}") from None
+            if f.name in UNBUILT and value:
+                _warn_once(f.name, f"DATAFLOW_{f.name.upper()} is set, but {UNBUILT[f.name]} is not built in this "
+                                   f"version of DataFlow: the setting has no effect")
+                continue
+            out[f.name] = value
         return out
+
+
+def _refuse_unbuilt(given: Mapping[str, Any]) -> None:
+    for name, feature in UNBUILT.items():
+        if given.get(name):
+            raise SettingError(f"{name} is not supported yet: {feature} is not built in this version of DataFlow, "
+                               f"and running without it would be worse than not starting; remove the setting")
+    for name, owner in UNBUILT_DETAILS.items():
+        default = DataFlowConfig.__dataclass_fields__[name].default
+        if owner in UNBUILT and name in given and given[name] != default:
+            raise SettingError(f"{name} configures {owner}, which is not supported yet; remove the setting")
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -11,10 +12,11 @@ import sqlalchemy.exc as sa_exc
 
 from ..binding import Binding, Relation
 from ..driver_errors import translate
-from ..errors import DataFlowError, ModelError
+from ..errors import DataFlowError, ModelError, ValidationError
 from ..models import ModelSpec, spec_from_class, table_name_for
 from ..operations import DEFAULT_BATCH, DEFAULT_LIMIT, Operations
 from ..schema.tables import build_table
+from .backends import backend as backend_facts
 from .config import DataFlowConfig
 from .engine import backend_of, create_engine, parse_url, safe_url
 
@@ -35,8 +37,11 @@ class DataFlow:
         if isinstance(database_url, (Mapping, DataFlowConfig)):
             config, database_url = database_url, None
         self.config = DataFlowConfig.build(config, database_url=database_url, **settings)
+        if self.config.log_level:
+            logging.getLogger("dataflow").setLevel(self.config.log_level.upper())
         self.url = parse_url(self.config.database_url)
         self.backend = backend_of(self.url)
+        self.facts = backend_facts(self.backend)
         self.safe_url = safe_url(self.url)
         self.engine: sa.Engine = create_engine(self.config)
         self.driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
@@ -66,6 +71,7 @@ class DataFlow:
             self._specs[spec.name] = spec
             try:
                 self._rebuild()
+                nodes = register_nodes(self, spec)
             except Exception:  # a model that cannot be built leaves the instance as it was
                 if previous is None:
                     del self._specs[spec.name]
@@ -73,9 +79,10 @@ class DataFlow:
                     self._specs[spec.name] = previous
                 self._rebuild()
                 raise
-            self._nodes[spec.name] = register_nodes(self, spec)
+            self._nodes[spec.name] = nodes
             self._ready = False
-        cls.query_builder = classmethod(lambda c, _db=self, _n=spec.name: _db.query_builder(_n))
+        ref = weakref.ref(self)  # the class must not keep the instance alive (nodes.py holds it weakly too)
+        cls.query_builder = classmethod(lambda c, _n=spec.name: _live(ref, _n).query_builder(_n))
         cls.__dataflow_spec__ = spec
         return cls
 
@@ -215,6 +222,25 @@ class DataFlow:
     def __repr__(self) -> str:
         return f"DataFlow({self.safe_url!r}, models={list(self._specs)})"
 
+    # ------------------------------------------------------------------ context
+    @property
+    def executor(self):
+        """The chain every operation runs through: ``db.executor.add(policy)``."""
+        return self.operations.executor
+
+    def actor(self, name: str | None):
+        """Run a block as ``name`` (audit trails, policies): ``with db.actor("admin"): ...``."""
+        from ..operations.context import scope
+
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValidationError("actor must be a non-empty string (or None for the system)")
+        return scope(actor=name)
+
+    def stream(self, model: str, filter: Mapping | None = None, *, sort: Any = None, limit: int | None = None,
+               offset: int = 0, fields: Sequence[str] | None = None, batch: int = 1000):
+        """Matching records one at a time, fetched in batches: memory stays flat on any table size."""
+        return self.operations.stream(model, filter, sort, limit, offset, fields, batch=batch)
+
     # ------------------------------------------------------------------ introspection
     def list_models(self) -> list[str]:
         """Names of the declared models, in declaration order."""
@@ -231,7 +257,8 @@ class DataFlow:
             "fields": {f.name: {"type": f.pytype.__name__, "nullable": f.nullable, "required": f.required,
                                 "primary_key": f.primary_key, "unique": f.unique,
                                 "default": None if not f.has_default or f.default_factory else f.default,
-                                "references": f.references, "max_length": f.max_length}
+                                "references": f.references,
+                                **({"max_length": f.max_length} if f.pytype is str else {})}
                        for f in spec.fields.values()},
             "relations": {r.name: {"model": r.target, "local": r.local, "remote": r.remote,
                                    "kind": "many" if r.many else "one"} for r in b.relations.values()},
@@ -356,3 +383,10 @@ class DataFlow:
     def asgi(self):
         """The ASGI application serving this instance's endpoints and resources."""
         return self.web.asgi
+
+
+def _live(ref: "weakref.ref[DataFlow]", model: str) -> DataFlow:
+    db = ref()
+    if db is None:
+        raise DataFlowError(f"{model}: the DataFlow instance that declared this model is gone", model=model)
+    return db

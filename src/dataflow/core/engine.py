@@ -95,7 +95,7 @@ def create_engine(config: DataFlowConfig) -> sa.Engine:
             # One shared connection: every thread (Kailash may run nodes on others) sees one database.
             kwargs["poolclass"] = sa.StaticPool
         if config.pool_size != DataFlowConfig.pool_size or config.max_overflow != DataFlowConfig.max_overflow:
-            log.debug("pool_size/max_overflow do not apply to SQLite; ignored")
+            log.warning("pool_size/max_overflow do not apply to SQLite (one file, no server): ignored")
     else:
         kwargs.update(pool_size=config.pool_size, max_overflow=config.max_overflow,
                       pool_timeout=config.pool_timeout, pool_recycle=config.pool_recycle,

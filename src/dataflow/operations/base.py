@@ -1,22 +1,20 @@
-"""Plumbing shared by every operation: transactions, error translation, WHERE clauses, prepared statements."""
+"""What every operation shares: the executor, WHERE clauses, projections, paging and row locks."""
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import timezone
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
-import sqlalchemy.exc as sa_exc
 
 from ..binding import Binding, Relation
-from ..driver_errors import translate
-from ..errors import ConflictError, DatabaseError, DataFlowError, ForeignKeyError, NotFoundError, ValidationError
-from ..prepared import Prepared, prepare
-from ..prepared import run as run_prepared
-from ..query import compile_filter, compile_sort
+from ..errors import DataFlowError, ForeignKeyError, NotFoundError, ValidationError
+from ..query import compile_sort
 from ..query.sorting import parse_sort
+from .call import MISSING, Call
+from .executor import Executor, Where
+from .policies import SoftDelete, Versioning
 
 if TYPE_CHECKING:
     from ..core.dataflow import DataFlow
@@ -25,69 +23,26 @@ UTC = timezone.utc
 DEFAULT_LIMIT = 100
 DEFAULT_BATCH = 5000
 ON_CONFLICT = ("error", "skip", "update")
-#: Actions that only read: on SQLite their transactions stay deferred, so readers never queue behind writers.
-READ_ACTIONS = frozenset({"read", "list", "count", "aggregate"})
 
 
 class OperationsBase:
-    """What every operation shares: the instance, transactions, errors, WHERE clauses, prepared statements."""
+    """The instance, its executor (with the built-in policies) and the helpers operations share."""
 
     def __init__(self, db: "DataFlow") -> None:
         self.db = db
+        self.executor = Executor(db)
+        self.executor.add(SoftDelete())
+        self.executor.add(Versioning())
 
-    # ---------------------------------------------------------------- plumbing
-    @contextmanager
-    def transaction(self, b: Binding, action: str) -> Iterator[sa.Connection]:
-        """A connection in a transaction; database errors leave as DataFlow errors."""
-        self._ready(b, action)
-        try:
-            with self.db.engine.connect() as conn:
-                if self.db.backend == "sqlite" and action not in READ_ACTIONS:
-                    # A deferred SQLite transaction that reads, then writes (update, delete, upsert) deadlocks
-                    # with another doing the same, and SQLite fails one at once with 'database is locked'
-                    # instead of waiting. Taking the write lock at BEGIN makes the second writer wait its turn.
-                    conn.execution_options(sqlite_begin="IMMEDIATE")
-                with conn.begin():
-                    yield conn
-        except DataFlowError:
-            raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
-            raise self._translated(exc, b, action) from exc
+    def _call(self, action: str, b: Binding, **kw: Any) -> Call:
+        return self.executor.call(action, b, **kw)
 
-    def _ready(self, b: Binding, action: str) -> None:
-        """Connect and migrate once; an unreachable database is reported for the operation that needed it."""
-        try:
-            self.db.ensure_ready()
-        except DatabaseError as exc:
-            raise DatabaseError(f"{b.name} {action}: {exc.message}", model=b.name, original=exc.original) from exc
-
-    def _translated(self, exc: BaseException, b: Binding, action: str) -> DataFlowError:
-        error = translate(exc, model=b.name, action=action, where=self.db.safe_url, constraints=b.constraints)
-        if isinstance(error, ForeignKeyError):
-            error = self._explain_fk(b, error, action)
-        return error
-
-    def _prepared(self, b: Binding, key: tuple, build) -> Prepared:
-        """The statement for ``key``, compiled once per binding (``build`` makes it the first time)."""
-        p = b.statements.get(key)
-        if p is None:
-            if len(b.statements) > 1000:  # shapes are few in practice; never let them grow unbounded
-                b.statements.clear()
-            p = b.statements[key] = prepare(self.db.engine.dialect, build())
-        return p
-
-    def _run(self, b: Binding, action: str, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
-        """One prepared statement in its own transaction; records out, DataFlow errors on failure."""
-        self._ready(b, action)
-        try:
-            return run_prepared(self.db, p, params)
-        except DataFlowError:
-            raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
-            raise self._translated(exc, b, action) from exc
-
-    def _explain_fk(self, b: Binding, error: ForeignKeyError, action: str) -> ForeignKeyError:
-        """Name the field and the model it must point at (SQLite's message names neither)."""
+    # ---------------------------------------------------------------- errors
+    def explain(self, call: Call, error: DataFlowError) -> DataFlowError:
+        """Name the field and the model a foreign key must point at (SQLite's message names neither)."""
+        if not isinstance(error, ForeignKeyError):
+            return error
+        b, action = call.binding, call.action.replace("_", " ")
         refs = {f.name: f.references for f in b.spec.fields.values() if f.references} if b.spec else {}
         if action.endswith("delete"):
             incoming = [f"{r.target}.{r.remote}" for r in b.relations.values() if r.many]
@@ -101,45 +56,38 @@ class OperationsBase:
         return ForeignKeyError(f"{b.name} {action} refused: {what} (no {refs[fields[0]]} has that id)",
                                model=b.name, field=fields[0], original=error.original)
 
-    def _where(self, b: Binding, filt: Mapping | None, *, include_deleted: bool = False,
-               path: str = "filter") -> tuple[list, dict]:
-        """WHERE clauses and their parameters: the filter, soft-delete, and scoping hooks."""
-        clauses, params, _ = self._where_keyed(b, filt, include_deleted=include_deleted, path=path)
-        return clauses, params
+    # ---------------------------------------------------------------- WHERE
+    def _where(self, call: Call, path: str = "filter") -> Where:
+        return self.executor.where(call, path=path)
 
-    def _where_keyed(self, b: Binding, filt: Mapping | None, *, include_deleted: bool = False,
-                     path: str = "filter") -> tuple[list, dict, tuple]:
-        """``_where`` plus a key naming the clauses' shape (the filter compiler reuses one clause per shape)."""
-        if filt is not None and not isinstance(filt, Mapping):
-            raise ValidationError(f"{b.name}: {path} must be a dict, got {type(filt).__name__}", model=b.name)
-        f = compile_filter(b.table, filt, path=path)
-        clauses = [f.clause] if f.clause is not None else []
-        soft = b.spec is not None and b.spec.soft_delete and not include_deleted
-        if soft:
-            clauses.append(b.table.c.deleted_at.is_(None))
-        return clauses, dict(f.params), (id(f.clause), soft)
+    def _needs_target(self, call: Call) -> None:
+        if call.id is MISSING and not call.filter:
+            raise ValidationError(f"{call.model} {call.action} needs an 'id' or a non-empty 'filter'/'conditions'",
+                                  model=call.model)
 
-    def _key_clause(self, b: Binding, id: Any, filt: Mapping | None, action: str,
-                    include_deleted: bool = False) -> tuple[list, dict, str]:
-        if id is not None:
-            key = b.codec.key(id) if b.codec else id
-            clauses, params = self._where(b, None, include_deleted=include_deleted)
-            return [b.pk == key, *clauses], params, f"{b.pk.name}={id!r}"
-        if filt:
-            clauses, params = self._where(b, filt, include_deleted=include_deleted)
-            return clauses, params, f"filter {_shape(filt)}"
-        raise ValidationError(f"{b.name} {action} needs an 'id' or a non-empty 'filter'/'conditions'",
-                              model=b.name)
+    def _what(self, call: Call) -> str:
+        """How an error names the record asked for: by key or by the filter's shape, never by value."""
+        parts = []
+        if call.id is not MISSING:
+            parts.append(f"the given {call.binding.pk.name}")
+        if call.filter:
+            parts.append(f"filter {_shape(call.filter)}")
+        return " and ".join(parts) or "the filter"
 
-    def _select_one(self, conn: sa.Connection, b: Binding, pk_value: Any) -> dict:
-        return dict(conn.execute(sa.select(b.table).where(b.pk == pk_value)).mappings().one())
+    def _missing(self, call: Call) -> NotFoundError:
+        return NotFoundError(f"{call.model} {call.action}: no record matches {self._what(call)}", model=call.model)
 
-    def _missing(self, b: Binding, action: str, what: str) -> NotFoundError:
-        return NotFoundError(f"{b.name} {action}: no record matches {what}", model=b.name)
-
+    # ---------------------------------------------------------------- columns and paging
     def _projection(self, b: Binding, fields: Sequence[str] | None) -> list[sa.Column]:
         if not fields:
             return list(b.table.columns)
+        if isinstance(fields, str) or not isinstance(fields, (list, tuple)):
+            raise ValidationError(f"{b.name}: fields must be a list of field names, got {type(fields).__name__}",
+                                  model=b.name)
+        bad = [f for f in fields if not isinstance(f, str)]
+        if bad:
+            raise ValidationError(f"{b.name}: fields must be field names (strings), got {type(bad[0]).__name__}",
+                                  model=b.name)
         unknown = [f for f in fields if f not in b.table.c]
         if unknown:
             raise ValidationError(f"{b.name} has no field(s) {unknown} in fields; fields are: "
@@ -149,34 +97,11 @@ class OperationsBase:
     def _limit(self, b: Binding, value: Any, name: str) -> int | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValidationError(f"{b.name}: {name} must be a non-negative integer, got {value!r}", model=b.name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**62:
+            raise ValidationError(f"{b.name}: {name} must be a non-negative integer (at most 2**62), got "
+                                  f"{type(value).__name__}", model=b.name)
         return value
 
-    # ---------------------------------------------------------------- single records
-    def _one_key(self, conn, b: Binding, clauses, params, action: str, what: str,
-                 raise_on_not_found: bool) -> tuple[Any, Any]:
-        """The key (and version) of the one record the clauses match, locked for the change; None when none."""
-        cols = [b.pk] + ([b.table.c.version] if b.spec.versioned else [])
-        stmt = sa.select(*cols).where(*clauses).order_by(b.pk).limit(2)
-        if self.db.backend != "sqlite":
-            stmt = stmt.with_for_update()
-        rows = conn.execute(stmt, params).all()
-        if len(rows) > 1:
-            raise ValidationError(f"{b.name} {action}: {what} matches more than one record; narrow the filter "
-                                  f"or use {b.name}Bulk{action.capitalize()}Node", model=b.name)
-        if not rows:
-            if raise_on_not_found:
-                raise self._missing(b, action, what)
-            return None, None
-        return rows[0][0], (rows[0][1] if len(rows[0]) > 1 else None)
-
-    def _conflict(self, b: Binding, key: Any, expected: Any, actual: Any) -> ConflictError:
-        now = f" (it is now at version {actual})" if actual is not None else ""
-        return ConflictError(f"{b.name} {b.pk.name}={key!r} was changed by someone else: update sent version "
-                             f"{expected}{now}; read it again and retry", model=b.name)
-
-    # ---------------------------------------------------------------- many records
     def _ordered_select(self, b: Binding, clauses: list, sort: Any, fields: Sequence[str] | None) -> sa.Select:
         """SELECT ... WHERE ... ORDER BY the sort, then the primary key for a stable order.
 
@@ -191,25 +116,69 @@ class OperationsBase:
     def select_statement(self, b: Binding, filter: Mapping | None = None, sort: Any = None,
                          limit: int | None = None, offset: int = 0, fields: Sequence[str] | None = None, *,
                          include_deleted: bool = False) -> tuple[sa.Select, dict]:
-        """The SELECT a List runs (sorted, then by primary key, for a stable order), and its parameters."""
+        """The SELECT a List runs, as the policies narrow it (tenant, soft delete, ...), and its parameters."""
         limit = self._limit(b, limit, "limit")
         offset = self._limit(b, offset, "offset") or 0
-        clauses, params = self._where(b, filter, include_deleted=include_deleted)
-        stmt = self._ordered_select(b, clauses, sort, fields)
+        call = self.executor.plan(self._call("list", b, filter=filter, options={"include_deleted": include_deleted}))
+        where = self._where(call)
+        stmt = self._ordered_select(b, where.clauses(), sort, fields)
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:
             stmt = stmt.offset(offset)
-        return stmt, params
+        return stmt, where.params
+
+    # ---------------------------------------------------------------- single records
+    def _one_key(self, conn: sa.Connection, call: Call, where: Where, raise_on_not_found: bool) -> Any:
+        """The key (and version) of the one record the call matches, locked for the change; MISSING when none."""
+        b = call.binding
+        cols = [b.pk] + ([b.table.c.version] if "versioned" in call.state else [])
+        stmt = sa.select(*cols).where(*where.clauses()).order_by(b.pk).limit(2)
+        if self.db.facts.row_locks:
+            stmt = stmt.with_for_update()
+        rows = conn.execute(stmt, where.params).all()
+        if len(rows) > 1:
+            op = call.action.capitalize()
+            raise ValidationError(f"{b.name} {call.action}: {self._what(call)} matches more than one record; narrow "
+                                  f"the filter or use {b.name}Bulk{op}Node", model=b.name)
+        if not rows:
+            if raise_on_not_found:
+                raise self._missing(call)
+            return MISSING
+        call.state["key"] = rows[0][0]
+        if len(rows[0]) > 1:
+            call.state["version"] = rows[0][1]
+        return rows[0][0]
+
+    def _select_one(self, conn: sa.Connection, b: Binding, pk_value: Any) -> dict:
+        return dict(conn.execute(sa.select(b.table).where(b.pk == pk_value)).mappings().one())
+
+    def _advance_sequence(self, conn: sa.Connection, b: Binding, keys: Iterable[str]) -> None:
+        """PostgreSQL: keys given explicitly do not move a serial's sequence; move it past the largest.
+
+        Without this, the next automatic key collides with a stored one (``create(id=1)`` then
+        ``create()`` raised a DuplicateKeyError). SQLite and MySQL continue after the largest key already.
+        """
+        if not self.db.facts.sequences or not b.codec.auto_pk or b.pk.name not in keys:
+            return
+        q = conn.dialect.identifier_preparer
+        table, pk = q.format_table(b.table), q.quote(b.pk.name)
+        seq = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%s, %s)", (table, b.pk.name)).scalar()
+        if seq:  # a quoted name from the server itself
+            conn.exec_driver_sql(
+                f"SELECT setval(%s::regclass, m) FROM (SELECT MAX({pk}) AS m FROM {table}) AS s "
+                f"WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq})", (seq,))
 
 
 def _shape(value: Any) -> str:
     """A filter's fields and operators with every value shown as ``?``: errors get logged, values may be personal."""
-    def walk(v: Any) -> Any:
+    def walk(v: Any, depth: int = 0) -> Any:
+        if depth > 20:
+            return "..."
         if isinstance(v, Mapping):
-            return {k: walk(x) for k, x in v.items()}
+            return {str(k): walk(x, depth + 1) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v] if any(isinstance(x, Mapping) for x in v) else "?"
+            return [walk(x, depth + 1) for x in v] if any(isinstance(x, Mapping) for x in v) else "?"
         return "?"
     return json.dumps(walk(value))
 

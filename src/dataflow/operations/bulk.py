@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -12,9 +12,12 @@ from ..errors import ValidationError
 from ..schema.bulk import insert_columns, insert_rows
 from ..schema.upsert import insert_on_conflict
 from .base import DEFAULT_BATCH, ON_CONFLICT, UTC, OperationsBase, _chunks, _group_by_keys, _is_unique, _version_of
+from .call import Call
+from .executor import matches_everything
 
 
 class BulkOperations(OperationsBase):
+    # ---------------------------------------------------------------- create
     def bulk_create(self, model: str, data: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH,
                     on_conflict: str = "error", return_ids: bool = False,
                     conflict_on: Sequence[str] | None = None) -> dict:
@@ -23,21 +26,33 @@ class BulkOperations(OperationsBase):
         if not isinstance(data, (list, tuple)):
             raise ValidationError(f"{b.name} bulk create: 'data' must be a list of records", model=b.name)
         if on_conflict not in ON_CONFLICT:
-            raise ValidationError(f"{b.name} bulk create: on_conflict must be one of {', '.join(ON_CONFLICT)}, "
-                                  f"got {on_conflict!r}", model=b.name)
+            raise ValidationError(f"{b.name} bulk create: on_conflict must be one of {', '.join(ON_CONFLICT)}",
+                                  model=b.name)
         batch_size = self._limit(b, batch_size, "batch_size") or DEFAULT_BATCH
+        call = self._call("bulk_create", b, data=data, options={
+            "batch_size": batch_size, "on_conflict": on_conflict, "return_ids": return_ids,
+            "conflict_on": conflict_on})
+        return self.executor.run(call, self._bulk_create)
+
+    def _bulk_create(self, call: Call) -> dict:
+        b, opts = call.binding, call.options
+        on_conflict, return_ids = opts["on_conflict"], opts["return_ids"]
+        data = _stamped(call)
         now = datetime.now(UTC)
         if on_conflict == "error" and not return_ids and data:
             fast = b.codec.insert_columns(data, now)
             if fast is not None:
-                with self.transaction(b, "bulk create") as conn:
+                with self.executor.transaction(call) as conn:
+                    self.executor.before_statement(call, conn)
                     insert_columns(self.db.backend, conn, b.table, *fast)
                     self._advance_sequence(conn, b, fast[0])
+                    self.executor.after_statement(call, conn, rowcount=len(data))
                 return {"processed": len(data), "inserted": len(data), "success": True}
         rows = self._checked_rows(b, data, now)
         ids: list = []
         inserted = 0
-        with self.transaction(b, "bulk create") as conn:
+        with self.executor.transaction(call) as conn:
+            self.executor.before_statement(call, conn)
             for keys, group in _group_by_keys(rows):
                 if on_conflict == "error" and not return_ids:
                     insert_rows(self.db.backend, conn, b.table, keys, group)
@@ -48,12 +63,12 @@ class BulkOperations(OperationsBase):
                 if on_conflict == "error":
                     stmt = b.table.insert()
                 else:
-                    target = self._conflict_target(b, conflict_on, keys)
+                    target = self._conflict_target(b, opts["conflict_on"], keys)
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
                                               update=on_conflict == "update", bump=_version_of(b))
-                for chunk in _chunks(group, batch_size):
+                for chunk in _chunks(group, opts["batch_size"]):
                     # New records: distinct conflict keys not stored yet (a key twice in the data is one record).
-                    new = len(chunk) if on_conflict == "error" else self._new_keys(conn, b, target, chunk)
+                    new = len(chunk) if on_conflict == "error" else self._new_keys(conn, call, target, chunk)
                     if return_ids and on_conflict != "skip":
                         result = conn.execute(stmt.returning(b.pk, sort_by_parameter_order=True), chunk)
                         ids.extend(result.scalars().all())
@@ -61,8 +76,9 @@ class BulkOperations(OperationsBase):
                         conn.execute(stmt, chunk)
                     inserted += new
                     if return_ids and on_conflict == "skip":
-                        ids.extend(self._keys_of(conn, b, target, chunk))
+                        ids.extend(self._keys_of(conn, call, target, chunk))
                 self._advance_sequence(conn, b, keys)
+            self.executor.after_statement(call, conn, rowcount=inserted, keys=ids or None)
         out = {"processed": len(rows), "inserted": inserted, "success": True}
         if on_conflict == "skip":
             out["skipped"] = len(rows) - inserted
@@ -100,6 +116,7 @@ class BulkOperations(OperationsBase):
         raise ValidationError(f"{b.name}: say which fields identify a duplicate with 'conflict_on' "
                               f"(no primary key in the data and no unique field)", model=b.name)
 
+    # ---------------------------------------------------------------- update / delete
     def bulk_update(self, model: str, filter: Mapping | None, changes: Mapping[str, Any], *,
                     confirm_all: bool = False) -> int:
         """Apply the same changes to every record matching ``filter``; return how many changed."""
@@ -107,92 +124,128 @@ class BulkOperations(OperationsBase):
         if not changes:
             raise ValidationError(f"{b.name} bulk update needs changes in 'data' (or 'fields'/'update')",
                                   model=b.name)
-        if not filter and not confirm_all:
-            raise ValidationError(f"{b.name} bulk update with an empty filter would change every record; "
-                                  f"pass confirm_all=True if you mean it", model=b.name)
-        values = b.codec.for_update(changes)
-        if b.spec.versioned:
-            values.pop("version", None)
-            values["version"] = b.table.c.version + 1
-        clauses, params = self._where(b, filter)
-        with self.transaction(b, "bulk update") as conn:
-            return conn.execute(sa.update(b.table).where(*clauses).values(values), params).rowcount
+        call = self._call("bulk_update", b, filter=filter, data=b.codec.for_update(changes),
+                          options={"confirm_all": confirm_all})
+        return self.executor.run(call, self._bulk_update)
+
+    def _bulk_update(self, call: Call) -> int:
+        b = call.binding
+        where = self._guarded_where(call)
+        clauses = where.clauses()
+        with self.executor.transaction(call) as conn:
+            call.state["where"] = (clauses, where.params)
+            self.executor.before_statement(call, conn)
+            n = conn.execute(sa.update(b.table).where(*clauses).values(call.data), where.params).rowcount
+            self.executor.after_statement(call, conn, rowcount=n)
+            return n
 
     def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False) -> int:
-        """Delete every record matching ``filter``; an empty filter needs ``confirm_all=True``."""
+        """Delete every record matching ``filter``; a filter that selects everything needs ``confirm_all=True``."""
         b = self.db.binding(model, modelled=True)
-        if not filter and not confirm_all:
-            raise ValidationError(f"{b.name} bulk delete with an empty filter would delete every record; "
-                                  f"pass confirm_all=True if you mean it", model=b.name)
-        clauses, params = self._where(b, filter)
-        if b.spec.soft_delete:
+        call = self._call("bulk_delete", b, filter=filter, options={"confirm_all": confirm_all})
+        return self.executor.run(call, self._bulk_delete)
+
+    def _bulk_delete(self, call: Call) -> int:
+        b = call.binding
+        where = self._guarded_where(call)
+        clauses = where.clauses()
+        if call.state.get("soft_delete"):
             stmt = sa.update(b.table).where(*clauses).values(deleted_at=datetime.now(UTC))
         else:
             stmt = sa.delete(b.table).where(*clauses)
-        with self.transaction(b, "bulk delete") as conn:
-            return conn.execute(stmt, params).rowcount
+        with self.executor.transaction(call) as conn:
+            call.state["where"] = (clauses, where.params)
+            self.executor.before_statement(call, conn)
+            n = conn.execute(stmt, where.params).rowcount
+            self.executor.after_statement(call, conn, rowcount=n)
+            return n
 
+    def _guarded_where(self, call: Call):
+        """The WHERE of a bulk update/delete; the caller's filter must select something less than
+        everything, judged on the compiled condition (``{"$and": [{}]}`` is everything), unless confirmed."""
+        where = self._where(call)
+        if not call.options.get("confirm_all") and matches_everything(where.user_clause):
+            verb = "change" if call.action == "bulk_update" else "delete"
+            raise ValidationError(f"{call.model} {call.action.replace('_', ' ')} with a filter that matches every "
+                                  f"record would {verb} every record; pass confirm_all=True if you mean it",
+                                  model=call.model)
+        return where
+
+    # ---------------------------------------------------------------- upsert
     def bulk_upsert(self, model: str, data: Sequence[Mapping[str, Any]], *, conflict_on: Sequence[str] | None = None,
                     batch_size: int = DEFAULT_BATCH) -> dict:
         """Insert new records and update existing ones (matched on ``conflict_on``); all or nothing."""
         b = self.db.binding(model, modelled=True)
         if not isinstance(data, (list, tuple)):
             raise ValidationError(f"{b.name} bulk upsert: 'data' must be a list of records", model=b.name)
-        now = datetime.now(UTC)
-        rows = self._checked_rows(b, data, now)
+        batch_size = self._limit(b, batch_size, "batch_size") or DEFAULT_BATCH
+        call = self._call("bulk_upsert", b, data=data, options={"conflict_on": conflict_on, "batch_size": batch_size})
+        return self.executor.run(call, self._bulk_upsert)
+
+    def _bulk_upsert(self, call: Call) -> dict:
+        b = call.binding
+        data = _stamped(call)
+        rows = self._checked_rows(b, data, datetime.now(UTC))
+        if "versioned" in call.state:  # the rows whose caller stated a version (the others got the default)
+            call.state["stated"] = {id(row) for row, raw in zip(rows, data) if "version" in raw}
         inserted = updated = 0
-        with self.transaction(b, "bulk upsert") as conn:
+        with self.executor.transaction(call) as conn:
             for keys, group in _group_by_keys(rows):
-                target = self._conflict_target(b, conflict_on, keys)
+                target = self._conflict_target(b, call.options["conflict_on"], keys)
                 missing = [t for t in target if t not in keys]
                 if missing:
                     raise ValidationError(f"{b.name} bulk upsert: every record needs the conflict field(s) "
                                           f"{missing}", model=b.name, field=missing[0])
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
-                for chunk in _chunks(group, batch_size):
-                    new = self._new_keys(conn, b, target, chunk)
+                for chunk in _chunks(group, call.options["batch_size"]):
+                    call.state["chunk"], call.state["target"] = chunk, target
+                    self.executor.before_statement(call, conn)
+                    new = self._new_keys(conn, call, target, chunk)
                     conn.execute(stmt, chunk)
                     updated += len(chunk) - new
                     inserted += new
+                    self.executor.after_statement(call, conn, rowcount=len(chunk), inserted=new)
                 self._advance_sequence(conn, b, keys)
         return {"processed": len(rows), "inserted": inserted, "updated": updated, "success": True}
 
-    def _advance_sequence(self, conn, b: Binding, keys: Iterable[str]) -> None:
-        """PostgreSQL: keys given explicitly do not move a serial's sequence; move it past the largest.
-
-        Without this, the next automatic key collides with a stored one (``create(id=1)`` then
-        ``create()`` raised a DuplicateKeyError). SQLite and MySQL continue after the largest key already.
-        """
-        if self.db.backend != "postgresql" or not b.codec.auto_pk or b.pk.name not in keys:
-            return
-        q = conn.dialect.identifier_preparer
-        table, pk = q.format_table(b.table), q.quote(b.pk.name)
-        seq = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%s, %s)", (table, b.pk.name)).scalar()
-        if seq:  # a quoted name from the server itself
-            conn.exec_driver_sql(
-                f"SELECT setval(%s::regclass, m) FROM (SELECT MAX({pk}) AS m FROM {table}) AS s "
-                f"WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {seq})", (seq,))
-
-    def _new_keys(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> int:
+    # ---------------------------------------------------------------- lookups by conflict key
+    def _new_keys(self, conn, call: Call, target: list[str], chunk: list[dict]) -> int:
         """How many distinct conflict keys of ``chunk`` are not stored yet (for inserted/updated counts).
 
-        Counting before the INSERT works alike everywhere (MySQL's rowcount does not).
+        Counting before the INSERT works alike everywhere (MySQL's rowcount does not). When a policy
+        bounds the call (a tenant, a middleware filter), a key stored outside the bound refuses the
+        call: its INSERT ... ON CONFLICT would otherwise change a record the caller may not see.
         """
+        b = call.binding
         cols = [b.table.c[t] for t in target]
         keys = {tuple(r[t] for t in target) for r in chunk}
-        if len(cols) == 1:
-            cond = cols[0].in_([k[0] for k in keys])
-        else:
-            cond = sa.tuple_(*cols).in_(list(keys))
-        stored = int(conn.execute(sa.select(sa.func.count()).select_from(b.table).where(cond)).scalar_one())
+        cond = cols[0].in_([k[0] for k in keys]) if len(cols) == 1 else sa.tuple_(*cols).in_(list(keys))
+        count = sa.select(sa.func.count()).select_from(b.table)
+        stored = int(conn.execute(count.where(cond)).scalar_one())
+        if stored and call.bounded and (call.action == "bulk_upsert" or call.options.get("on_conflict") == "update"):
+            where = self._where(call)
+            visible = int(conn.execute(count.where(cond, *where.clauses()), where.params).scalar_one())
+            if visible != stored:
+                raise ValidationError(f"{b.name} {call.action.replace('_', ' ')} refused: {stored - visible} "
+                                      f"record(s) with the same {', '.join(target)} exist outside your scope",
+                                      model=b.name, field=target[0])
         return len(keys) - stored
 
-    def _keys_of(self, conn, b: Binding, target: list[str], chunk: list[dict]) -> list:
-        """Primary keys of the stored records matching ``chunk``'s conflict keys, in chunk order."""
+    def _keys_of(self, conn, call: Call, target: list[str], chunk: list[dict]) -> list:
+        """Primary keys of the stored records matching ``chunk``'s conflict keys, in chunk order (in scope)."""
+        b = call.binding
         cols = [b.table.c[t] for t in target]
         keys = [tuple(r[t] for t in target) for r in chunk]
         cond = cols[0].in_([k[0] for k in keys]) if len(cols) == 1 else sa.tuple_(*cols).in_(keys)
-        found = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(b.pk, *cols).where(cond))}
+        where = self._where(call)
+        found = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(b.pk, *cols).where(cond, *where.clauses()),
+                                                           where.params)}
         return [found[k] for k in keys if k in found]
 
-    # ---------------------------------------------------------------- relations
+
+def _stamped(call: Call) -> Sequence[Mapping[str, Any]]:
+    """The call's records with the values policies stamped on every record."""
+    stamp = call.state.get("stamp")
+    if not stamp:
+        return call.data
+    return [{**r, **stamp} if isinstance(r, Mapping) else r for r in call.data]

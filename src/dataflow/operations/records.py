@@ -1,113 +1,137 @@
-"""One record at a time, and the reads: create, read, update, delete, list, count, aggregate, upsert."""
+"""One record at a time, and the reads: create, read, update, delete, list, count, aggregate, upsert.
+
+Each public method checks its input, builds a ``Call`` and hands it to the executor with a body
+that builds the statement from the planned call (so every policy's conditions are in it).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from ..errors import DataFlowError, ValidationError
+from ..binding import Binding, Relation
+from ..errors import DuplicateKeyError, ValidationError
 from ..query import Filter, compile_pipeline
-from .base import DEFAULT_LIMIT, UTC, OperationsBase, _join_fields, _shape
+from .base import DEFAULT_LIMIT, UTC, OperationsBase, _join_fields
+from .call import MISSING, Call
+
+#: Rows fetched per round trip when a query is iterated (memory stays flat whatever the table size).
+STREAM_BATCH = 1000
+
+
+def _id(value: Any) -> Any:
+    return MISSING if value is None else value
 
 
 class RecordOperations(OperationsBase):
+    # ---------------------------------------------------------------- create
     def create(self, model: str, data: Mapping[str, Any]) -> dict:
         """Insert one record; return it as stored, primary key included."""
         b = self.db.binding(model, modelled=True)
-        row = b.codec.for_create(data)
+        call = self._call("create", b, data=b.codec.for_create(data))
+        return self.executor.run(call, self._create)
+
+    def _create(self, call: Call) -> dict:
+        b, row = call.binding, call.data
         keys = tuple(row)
-        if self.db.engine.dialect.insert_returning and not (self.db.backend == "postgresql" and b.pk.name in row):
-            p = self._prepared(b, ("create", keys), lambda: b.table.insert().values(
+        returning = self.db.engine.dialect.insert_returning
+        if returning and not (self.db.facts.returning_needs_sequence_fix and b.pk.name in row):
+            p = self.executor.prepared(b, ("create", keys), lambda: b.table.insert().values(
                 {k: sa.bindparam(k, type_=b.table.c[k].type) for k in keys}).returning(*b.table.c))
-            return self._run(b, "create", p, row)[0]
-        with self.transaction(b, "create") as conn:
-            if self.db.engine.dialect.insert_returning:
+            return self.executor.execute(call, p, row)[0]
+        with self.executor.transaction(call) as conn:
+            self.executor.before_statement(call, conn)
+            if returning:
                 record = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
             else:
                 result = conn.execute(b.table.insert(), row)
                 record = self._select_one(conn, b, result.inserted_primary_key[0])
             self._advance_sequence(conn, b, row)
+            self.executor.after_statement(call, conn, records=[record], rowcount=1)
             return record
 
+    # ---------------------------------------------------------------- read
     def read(self, model: str, id: Any = None, filter: Mapping | None = None, *,
              raise_on_not_found: bool = True, include: Sequence[str] | None = None,
              include_deleted: bool = False, fields: Sequence[str] | None = None) -> dict | None:
-        """One record by id or filter (the first by primary key when several match)."""
+        """One record by id and/or filter (both must match; the first by primary key when several do)."""
         b = self.db.binding(model)
-        if not include:
-            if id is not None:
-                key = b.codec.key(id) if b.codec else id
-                soft = b.spec is not None and b.spec.soft_delete and not include_deleted
-                p = self._prepared(b, ("read-id", tuple(fields or ()), soft), lambda: sa.select(
-                    *self._projection(b, fields)).where(
-                        b.pk == sa.bindparam("df_id", type_=b.pk.type),
-                        *([b.table.c.deleted_at.is_(None)] if soft else [])).limit(1))
-                rows, what = self._run(b, "read", p, {"df_id": key}), f"{b.pk.name}={id!r}"
-            elif filter:
-                clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
-                p = self._prepared(b, ("read", shape, tuple(fields or ())), lambda: sa.select(
-                    *self._projection(b, fields)).where(*clauses).order_by(b.pk).limit(1))
-                rows, what = self._run(b, "read", p, params), f"filter {_shape(filter)}"
-            else:
-                self._key_clause(b, id, filter, "read", include_deleted)  # raises: needs id or filter
-            if not rows and raise_on_not_found:
-                raise self._missing(b, "read", what)
-            return rows[0] if rows else None
-        rels = self._relations(b, include)
-        selected, hidden = _join_fields(fields, rels)
-        clauses, params, what = self._key_clause(b, id, filter, "read", include_deleted)
-        stmt = sa.select(*self._projection(b, selected)).where(*clauses).order_by(b.pk).limit(1)
-        with self.transaction(b, "read") as conn:
-            row = conn.execute(stmt, params).mappings().first()
-            record = dict(row) if row is not None else None
-            if record is not None:
-                self._attach(conn, b, [record], rels, hidden)
-        if record is None and raise_on_not_found:
-            raise self._missing(b, "read", what)
-        return record
+        shape = self._fields(b, fields)
+        rels = self._relations(b, include) if include else None
+        call = self._call("read", b, id=_id(id), filter=filter, options={"include_deleted": include_deleted})
+        self._needs_target(call)
+        return self.executor.run(call, lambda c: self._read(c, fields, shape, rels, raise_on_not_found))
 
+    def _read(self, call: Call, fields, shape: tuple, rels: list[Relation] | None, raise_on_not_found: bool):
+        b = call.binding
+        where = self._where(call)
+        if not rels:
+            p = self.executor.prepared(b, ("read", where.key, shape), lambda: sa.select(
+                *self._projection(b, fields)).where(*where.clauses()).order_by(b.pk).limit(1))
+            rows = self.executor.execute(call, p, where.params)
+        else:
+            selected, hidden = _join_fields(fields, rels)
+            stmt = sa.select(*self._projection(b, selected)).where(*where.clauses()).order_by(b.pk).limit(1)
+            with self.executor.transaction(call) as conn:
+                rows = [dict(r) for r in conn.execute(stmt, where.params).mappings()]
+                if rows:
+                    self._attach(conn, call, rows, rels, hidden)
+        if not rows and raise_on_not_found:
+            raise self._missing(call)
+        return rows[0] if rows else None
+
+    # ---------------------------------------------------------------- update / delete
     def update(self, model: str, id: Any = None, filter: Mapping | None = None,
                changes: Mapping[str, Any] | None = None, *, raise_on_not_found: bool = True) -> dict | None:
-        """Change one record (by id, or a filter matching exactly one); return it after the change."""
+        """Change one record (by id and/or a filter matching exactly one); return it after the change."""
         b = self.db.binding(model, modelled=True)
         if not changes:
             raise ValidationError(f"{b.name} update needs changes: pass 'fields' (or 'updates') with at least "
                                   f"one field", model=b.name)
-        values = b.codec.for_update(changes)
-        expected = values.pop("version", None) if b.spec.versioned else None
-        clauses, params, what = self._key_clause(b, id, filter, "update")
-        with self.transaction(b, "update") as conn:
-            key, version = self._one_key(conn, b, clauses, params, "update", what, raise_on_not_found)
-            if key is None:
+        call = self._call("update", b, id=_id(id), filter=filter, data=b.codec.for_update(changes))
+        self._needs_target(call)
+        return self.executor.run(call, lambda c: self._update(c, raise_on_not_found))
+
+    def _update(self, call: Call, raise_on_not_found: bool) -> dict | None:
+        b = call.binding
+        where = self._where(call)
+        with self.executor.transaction(call) as conn:
+            key = self._one_key(conn, call, where, raise_on_not_found)
+            if key is MISSING:
                 return None
-            cond = [b.pk == key]
-            if b.spec.versioned:
-                if expected is not None and expected != version:
-                    raise self._conflict(b, key, expected, version)
-                cond.append(b.table.c.version == version)
-                values["version"] = version + 1
-            result = conn.execute(sa.update(b.table).where(*cond).values(values))
-            if result.rowcount == 0:
-                raise self._conflict(b, key, expected, None)
+            self.executor.before_statement(call, conn)
+            result = conn.execute(sa.update(b.table).where(b.pk == key, *call.state.get("guard", ()))
+                                  .values(call.data))
+            self.executor.after_statement(call, conn, keys=[key], rowcount=result.rowcount)
             return self._select_one(conn, b, key)
 
     def delete(self, model: str, id: Any = None, filter: Mapping | None = None, *,
                raise_on_not_found: bool = True) -> Any:
         """Delete one record (soft delete sets ``deleted_at``); return its key, or None when missing."""
         b = self.db.binding(model, modelled=True)
-        clauses, params, what = self._key_clause(b, id, filter, "delete")
-        with self.transaction(b, "delete") as conn:
-            key, _ = self._one_key(conn, b, clauses, params, "delete", what, raise_on_not_found)
-            if key is None:
+        call = self._call("delete", b, id=_id(id), filter=filter)
+        self._needs_target(call)
+        return self.executor.run(call, lambda c: self._delete(c, raise_on_not_found))
+
+    def _delete(self, call: Call, raise_on_not_found: bool) -> Any:
+        b = call.binding
+        where = self._where(call)
+        with self.executor.transaction(call) as conn:
+            key = self._one_key(conn, call, where, raise_on_not_found)
+            if key is MISSING:
                 return None
-            if b.spec.soft_delete:
-                conn.execute(sa.update(b.table).where(b.pk == key).values(deleted_at=datetime.now(UTC)))
+            self.executor.before_statement(call, conn)
+            if call.state.get("soft_delete"):
+                stmt = sa.update(b.table).where(b.pk == key).values(deleted_at=datetime.now(UTC))
             else:
-                conn.execute(sa.delete(b.table).where(b.pk == key))
+                stmt = sa.delete(b.table).where(b.pk == key)
+            result = conn.execute(stmt)
+            self.executor.after_statement(call, conn, keys=[key], rowcount=result.rowcount)
             return key
 
+    # ---------------------------------------------------------------- many records
     def list(self, model: str, filter: Mapping | None = None, sort: Any = None, limit: int | None = DEFAULT_LIMIT,
              offset: int = 0, fields: Sequence[str] | None = None, *, include: Sequence[str] | None = None,
              include_deleted: bool = False) -> tuple[list[dict], bool]:
@@ -115,57 +139,103 @@ class RecordOperations(OperationsBase):
         b = self.db.binding(model)
         limit = self._limit(b, limit, "limit")
         offset = self._limit(b, offset, "offset") or 0
+        shape = self._fields(b, fields)
+        rels = self._relations(b, include) if include else None
+        call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted})
+        return self.executor.run(call, lambda c: self._list(c, sort, limit, offset, fields, shape, rels))
+
+    def _list(self, call: Call, sort: Any, limit: int | None, offset: int, fields, shape: tuple,
+              rels: list[Relation] | None) -> tuple[list[dict], bool]:
+        b = call.binding
+        where = self._where(call)
         fetch = None if limit is None else limit + 1
-        if include:
-            rels = self._relations(b, include)
+        if rels:
             selected, hidden = _join_fields(fields, rels)
-            stmt, params = self.select_statement(b, filter, sort, fetch, offset, selected,
-                                                 include_deleted=include_deleted)
-            with self.transaction(b, "list") as conn:
-                result = conn.execute(stmt, params)
+            stmt = self._ordered_select(b, where.clauses(), sort, selected)
+            if fetch is not None:
+                stmt = stmt.limit(fetch)
+            if offset:
+                stmt = stmt.offset(offset)
+            with self.executor.transaction(call) as conn:
+                result = conn.execute(stmt, where.params)
                 keys = tuple(result.keys())
                 records = [dict(zip(keys, row)) for row in result.all()]
                 if records:
-                    self._attach(conn, b, records[:limit] if limit is not None else records, rels, hidden)
+                    self._attach(conn, call, records[:limit] if limit is not None else records, rels, hidden)
         else:
-            clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
-            key = ("list", shape, repr(sort), tuple(fields or ()), fetch is None, bool(offset))
+            key = ("list", where.key, repr(sort), shape, fetch is None, bool(offset))
 
             def build() -> sa.Select:
-                stmt = self._ordered_select(b, clauses, sort, fields)
+                stmt = self._ordered_select(b, where.clauses(), sort, fields)
                 if fetch is not None:
                     stmt = stmt.limit(sa.bindparam("df_limit", type_=sa.Integer()))
                 return stmt.offset(sa.bindparam("df_offset", type_=sa.Integer())) if offset else stmt
 
-            p = self._prepared(b, key, build)
-            records = self._run(b, "list", p, {**params, "df_limit": fetch, "df_offset": offset})
+            p = self.executor.prepared(b, key, build)
+            records = self.executor.execute(call, p, {**where.params, "df_limit": fetch, "df_offset": offset})
         has_more = limit is not None and len(records) > limit
         if has_more:
             records.pop()
         return records, has_more
 
+    def stream(self, model: str, filter: Mapping | None = None, sort: Any = None, limit: int | None = None,
+               offset: int = 0, fields: Sequence[str] | None = None, *, batch: int = STREAM_BATCH,
+               include_deleted: bool = False) -> Iterator[dict]:
+        """Matching records one by one, fetched ``batch`` rows at a time (a server-side cursor where the
+        driver has one): memory stays flat however many rows match."""
+        b = self.db.binding(model)
+        limit = self._limit(b, limit, "limit")
+        offset = self._limit(b, offset, "offset") or 0
+        self._fields(b, fields)
+        call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted, "stream": True})
+        self.executor.plan(call)
+        where = self._where(call)
+        stmt = self._ordered_select(b, where.clauses(), sort, fields)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        with self.executor.transaction(call) as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt, where.params)
+            keys = tuple(result.keys())
+            for partition in result.partitions():
+                for row in partition:
+                    yield dict(zip(keys, row))
+
     def count(self, model: str, filter: Mapping | None = None, *, include_deleted: bool = False) -> int:
         """How many records match ``filter``."""
         b = self.db.binding(model)
-        clauses, params, shape = self._where_keyed(b, filter, include_deleted=include_deleted)
-        p = self._prepared(b, ("count", shape), lambda: sa.select(
-            sa.func.count().label("count")).select_from(b.table).where(*clauses))
-        return int(self._run(b, "count", p, params)[0]["count"])
+        call = self._call("count", b, filter=filter, options={"include_deleted": include_deleted})
+        return self.executor.run(call, self._count)
+
+    def _count(self, call: Call) -> int:
+        b = call.binding
+        where = self._where(call)
+        p = self.executor.prepared(b, ("count", where.key), lambda: sa.select(
+            sa.func.count().label("count")).select_from(b.table).where(*where.clauses()))
+        return int(self.executor.execute(call, p, where.params)[0]["count"])
 
     def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None) -> Any:
         """Run an aggregation pipeline as one SELECT; MongoDB-shaped results."""
         b = self.db.binding(model)
         if not isinstance(pipeline, (list, tuple)):
             raise ValidationError(f"{b.name}: pipeline must be a list of stages", model=b.name)
-        clauses, params = self._where(b, filter)
-        base = Filter(sa.and_(*clauses), params) if clauses else None
-        compiled = compile_pipeline(b.table, list(pipeline), base=base)
-        if compiled.key is None:  # a shape the pipeline cache does not keep: through SQLAlchemy each time
-            with self.transaction(b, "aggregate") as conn:
-                return compiled.shape(conn.execute(compiled.statement, compiled.params).mappings().all())
-        p = self._prepared(b, ("aggregate", compiled.key), lambda: compiled.statement)
-        return compiled.shape(self._run(b, "aggregate", p, compiled.params))
+        call = self._call("aggregate", b, filter=filter, data=list(pipeline))
+        return self.executor.run(call, self._aggregate)
 
+    def _aggregate(self, call: Call) -> Any:
+        b = call.binding
+        where = self._where(call)
+        clauses = where.clauses()
+        base = Filter(sa.and_(*clauses), where.params) if clauses else None
+        compiled = compile_pipeline(b.table, call.data, base=base)
+        if compiled.key is None:  # a shape the pipeline cache does not keep: through SQLAlchemy each time
+            with self.executor.transaction(call) as conn:
+                return compiled.shape(conn.execute(compiled.statement, compiled.params).mappings().all())
+        p = self.executor.prepared(b, ("aggregate", where.key, compiled.key), lambda: compiled.statement)
+        return compiled.shape(self.executor.execute(call, p, compiled.params))
+
+    # ---------------------------------------------------------------- upsert
     def upsert(self, model: str, where: Mapping[str, Any], update: Mapping[str, Any] | None = None,
                create: Mapping[str, Any] | None = None, conflict_on: Sequence[str] | None = None) -> tuple[bool, dict]:
         """Update the record matching ``where``, or create it from ``where`` + ``create``; (created, record)."""
@@ -178,34 +248,58 @@ class RecordOperations(OperationsBase):
                 raise b.codec.unknown(unknown, "conflict_on")
             where = {k: v for k, v in {**(create or {}), **(update or {}), **where}.items() if k in conflict_on}
         values = b.codec.for_update(update) if update else {}
-        if values and b.spec.versioned:
-            values["version"] = b.table.c.version + 1  # every change moves the version, as update does
-        clauses, params = self._where(b, where, path="where")
+        new = {**(create or {}), **(update or {}), **where}
+        if not isinstance(new, dict):
+            raise ValidationError(f"{b.name} upsert: 'create' and 'update' must be dicts", model=b.name)
+        call = self._call("upsert", b, filter=where, data=values, options={"new": new})
+        return self.executor.run(call, self._upsert)
+
+    def _upsert(self, call: Call) -> tuple[bool, dict]:
+        b = call.binding
+        where = self._where(call, path="where")
         for attempt in (1, 2):
             try:
-                with self.transaction(b, "upsert") as conn:
-                    stmt = sa.select(b.pk).where(*clauses).order_by(b.pk).limit(2)
-                    if self.db.backend != "sqlite":
+                with self.executor.transaction(call) as conn:
+                    cols = [b.pk] + ([b.table.c.version] if "versioned" in call.state else [])
+                    stmt = sa.select(*cols).where(*where.clauses()).order_by(b.pk).limit(2)
+                    if self.db.facts.row_locks:
                         stmt = stmt.with_for_update()
-                    keys = conn.execute(stmt, params).scalars().all()
-                    if len(keys) > 1:
+                    found = conn.execute(stmt, where.params).all()
+                    if len(found) > 1:
                         raise ValidationError(f"{b.name} upsert: 'where' matches more than one record", model=b.name)
-                    if keys:
-                        if values:
-                            conn.execute(sa.update(b.table).where(b.pk == keys[0]).values(values))
-                        return False, self._select_one(conn, b, keys[0])
-                    row = b.codec.for_create({**(create or {}), **(update or {}), **where})
+                    if found:
+                        key = call.state["key"] = found[0][0]
+                        if len(found[0]) > 1:
+                            call.state["version"] = found[0][1]
+                        self.executor.before_statement(call, conn)
+                        rowcount = 0
+                        if call.data:
+                            rowcount = conn.execute(sa.update(b.table).where(
+                                b.pk == key, *call.state.get("guard", ())).values(call.data)).rowcount
+                        self.executor.after_statement(call, conn, keys=[key], rowcount=rowcount, created=False)
+                        return False, self._select_one(conn, b, key)
+                    call.state.pop("key", None)
+                    row = b.codec.for_create({**call.options["new"], **call.state.get("stamp", {})})
+                    self.executor.before_statement(call, conn)
                     if self.db.engine.dialect.insert_returning:
-                        rec = conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one()
-                        self._advance_sequence(conn, b, row)
-                        return True, dict(rec)
-                    pk = conn.execute(b.table.insert(), row).inserted_primary_key[0]
+                        rec = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
+                    else:
+                        pk = conn.execute(b.table.insert(), row).inserted_primary_key[0]
+                        rec = self._select_one(conn, b, pk)
                     self._advance_sequence(conn, b, row)
-                    return True, self._select_one(conn, b, pk)
-            except DataFlowError as exc:
+                    self.executor.after_statement(call, conn, keys=[rec[b.pk.name]], rowcount=1, created=True)
+                    return True, rec
+            except DuplicateKeyError:
                 # Another writer inserted the same key between our SELECT and INSERT: update it instead.
-                if attempt == 2 or type(exc).__name__ != "DuplicateKeyError":
+                if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    # ---------------------------------------------------------------- bulk
+    # ---------------------------------------------------------------- helpers
+    def _fields(self, b: Binding, fields: Sequence[str] | None) -> tuple:
+        """``fields`` checked (names of columns), as a hashable shape."""
+        if not fields:
+            return ()
+        self._projection(b, fields)
+        return tuple(fields)
+

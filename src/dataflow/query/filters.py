@@ -53,6 +53,8 @@ class Filter:
 
     clause: Any
     params: dict = dc_field(default_factory=dict)
+    #: The statement shape this filter contributes (its structure, path and parameter names; never values).
+    key: Any = ()
 
     def __and__(self, other: "Filter | None") -> "Filter":
         if other is None or other.clause is None:
@@ -63,7 +65,8 @@ class Filter:
         clash = set(params) & set(self.params)
         if clash:
             clause, params = _rename_params(clause, params, set(self.params))
-        return Filter(sa.and_(self.clause, clause), {**self.params, **params})
+        key = (self.key, other.key) if self.key is not None and other.key is not None and not clash else None
+        return Filter(sa.and_(self.clause, clause), {**self.params, **params}, key)
 
 
 def all_of(*filters: "Filter | None") -> Filter:
@@ -98,6 +101,7 @@ def _rename_params(clause: Any, params: dict, taken: set) -> tuple[Any, dict]:
 class _Entry:
     clause: Any
     binders: list
+    prefix: str = ""
 
     def bind(self, values: list) -> dict:
         params: dict = {}
@@ -165,7 +169,7 @@ def translate(fields: Any, f: Mapping, path: str) -> tuple[_Entry, list]:
     _, values, tmpl = shapes.template(f)
     tr = Translator(fields)
     clause = tr.filter(tmpl, path)
-    return _Entry(clause, tr.binders), values
+    return _Entry(clause, tr.binders, tr.prefix), values
 
 
 def compile_filter(table: sa.Table, filt: Mapping | None, *, path: str = "filter") -> Filter:
@@ -188,8 +192,9 @@ def compile_filter(table: sa.Table, filt: Mapping | None, *, path: str = "filter
         entry, values = translate(CACHE.fields(table), filt, path)
         params = entry.bind(values)  # validate values before caching the shape
         CACHE.put(table, cache_key, entry)
-        return Filter(entry.clause, params)
-    return Filter(entry.clause, entry.bind(values))
+        return Filter(entry.clause, params, (key, path, entry.prefix))
+    # The prefix names this translation's parameters: a re-translated shape is a new statement.
+    return Filter(entry.clause, entry.bind(values), (key, path, entry.prefix))
 
 
 def compile_filter_on(fields: Fields, filt: Mapping | None, *, path: str, prefix: str | None = None) -> Filter:

@@ -41,7 +41,14 @@ class Query(ListSpec):
         return records
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.all())
+        """Stream the matching records in batches (memory stays flat however many rows match)."""
+        return self._db.operations.stream(self._name, self.conditions, self._sort, self._limit, self._offset,
+                                          self._fields)
+
+    def __len__(self) -> int:
+        """How many records ``all()`` would return (one COUNT; limit and skip applied)."""
+        n = max(self.count() - self._offset, 0)
+        return n if self._limit is None else min(n, self._limit)
 
     def first(self) -> dict[str, Any] | None:
         """The first matching record, or None."""

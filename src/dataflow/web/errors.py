@@ -1,8 +1,8 @@
 """Our exception tree -> HTTP, in this one place.
 
-An error class may carry ``http_status`` and ``code`` attributes (the errors module defines them);
-until it does, the table below decides, most specific class first. Bodies name the model, field or
-filter path (the messages of our errors never carry values); a 500 carries no detail at all.
+Each error class carries its ``status`` and ``code`` (dataflow.errors); this module turns an error
+into a response. Bodies name the model, field or filter path (the messages of our errors carry no
+values); a 5xx carries no detail at all.
 """
 
 from __future__ import annotations
@@ -18,42 +18,15 @@ from ..operations.context import current
 
 log = logging.getLogger("dataflow.web")
 
-#: (class, status, code), most specific first. ``ForeignKeyError`` on create is 422 (see ``status_of``).
-TABLE: list[tuple[type[BaseException], int, str]] = [
-    (e.FilterError, 422, "invalid_filter"),
-    (e.ValidationError, 422, "validation_error"),
-    (e.ModelError, 422, "model_error"),
-    (e.NotFoundError, 404, "not_found"),
-    (e.DuplicateKeyError, 409, "duplicate_key"),
-    (e.ForeignKeyError, 409, "foreign_key"),
-    (e.IntegrityError, 409, "integrity_error"),
-    (e.ConflictError, 409, "conflict"),
-]
-UNAVAILABLE = getattr(e, "DatabaseUnavailableError", None)
-
 
 def status_of(exc: BaseException, action: str | None = None) -> tuple[int, str]:
-    """The HTTP status and error code for ``exc`` (500 for anything we do not know)."""
+    """The HTTP status and error code for ``exc``: the class's ``status`` and ``code`` (500 for anything else).
+
+    A foreign key refused on create is the client's input (422); elsewhere it is a conflict (409).
+    """
     if not isinstance(exc, e.DataFlowError):
         return 500, "internal_error"
-    if isinstance(exc, e.ForeignKeyError) and action in ("create", "bulk_create", "replace"):
-        return 422, "foreign_key"  # the body names a record that does not exist: the input is wrong
-    if _unavailable(exc):
-        return 503, "database_unavailable"
-    status = getattr(exc, "http_status", None)
-    if isinstance(status, int):
-        return status, str(getattr(exc, "code", None) or type(exc).__name__)
-    for cls, status, code in TABLE:
-        if isinstance(exc, cls):
-            return status, code
-    return 500, "internal_error"
-
-
-def _unavailable(exc: BaseException) -> bool:
-    if UNAVAILABLE is not None:
-        return isinstance(exc, UNAVAILABLE)
-    # Before the errors module splits DatabaseError: the translator's wording for a lost or refused link.
-    return isinstance(exc, e.DatabaseError) and "unreachable or the connection was lost" in exc.message
+    return e.http_status(exc, creating=action in ("create", "bulk_create")), exc.code
 
 
 def body(status: int, code: str, message: str, **extra: Any) -> dict:

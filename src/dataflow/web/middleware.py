@@ -1,11 +1,13 @@
 """``@app.middleware(name)``: functions ``f(query, request)`` that narrow every operation of a request.
 
 They all run inside ONE policy of the operations executor, so they see every door: REST routes,
-``app.query(...)`` and the direct API inside an endpoint, nodes run while serving a request. For an
-operation that reads or changes existing rows (read, list, count, aggregate, update, delete and the
-bulk forms), ``query.where(filter)`` ANDs the filter into it. For one that makes rows (create, bulk
-create, upsert), the filter's equality conditions are stamped into the new rows, and a row that
-says otherwise is refused; a non-equality condition cannot be stamped, so such a create is refused.
+``app.query(...)`` and the direct API inside an endpoint, nodes run while serving a request,
+relation includes. For an operation that selects existing rows (read, list, count, aggregate,
+update, delete, upsert and the bulk forms), ``query.where(filter)`` ANDs the filter into it. For
+one that writes rows (create, upsert, the bulk writes, update), the filter's equality conditions are
+stamped into the new rows, and data that names another value for such a field is refused (422),
+so a request can neither create a row outside its scope nor move one out of it. A condition other
+than equality cannot be stamped, so a create under it is refused.
 
 A filter naming a field the model lacks fails closed: the operation raises ``FilterError`` (422)
 naming the middleware, the model and the field, instead of running without the filter.
@@ -17,12 +19,19 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from ..errors import DataFlowError, FilterError, ValidationError
+from ..operations.call import Call
+from ..operations.policy import Policy
 
-NEW_ROWS = frozenset({"create", "bulk_create", "upsert", "bulk_upsert"})
+#: Actions that write rows whose fields a middleware's equality conditions must hold for.
+WRITES_ROWS = frozenset({"create", "upsert", "bulk_create", "bulk_upsert", "update", "bulk_update"})
+#: Of those, the ones that make new rows (where a missing field is stamped).
+NEW_ROWS = frozenset({"create", "upsert", "bulk_create", "bulk_upsert"})
 
 
-class RequestFilters:
+class RequestFilters(Policy):
     """The policy: runs the registered functions for each operation made while serving a request."""
+
+    name = "request_middleware"
 
     def __init__(self) -> None:
         self.functions: list[tuple[str, Callable]] = []
@@ -30,9 +39,8 @@ class RequestFilters:
     def add(self, name: str, fn: Callable) -> None:
         self.functions = [(n, f) for n, f in self.functions if n != name] + [(name, fn)]
 
-    def plan(self, call: Any) -> None:
-        ctx = getattr(call, "ctx", None)
-        request = getattr(ctx, "request", None)
+    def plan(self, call: Call) -> None:
+        request = call.ctx.request
         if request is None:
             return
         for name, fn in self.functions:
@@ -42,7 +50,7 @@ class RequestFilters:
 class Scoped:
     """What a middleware function gets as ``query``: ``.where(filter)`` narrows the operation."""
 
-    def __init__(self, call: Any, middleware: str) -> None:
+    def __init__(self, call: Call, middleware: str) -> None:
         self.call = call
         self.middleware = middleware
 
@@ -52,16 +60,16 @@ class Scoped:
 
     @property
     def model(self) -> str:
-        return self.call.binding.name
+        return self.call.model
 
     def where(self, filter: Mapping[str, Any]) -> "Scoped":
         if not isinstance(filter, Mapping):
             raise FilterError(f"middleware {self.middleware!r}: where() takes a dict, got {type(filter).__name__}",
-                              path="where")
+                              path="where", model=self.model)
         self._check_fields(filter)
-        if self.call.action in NEW_ROWS:
-            self._stamp(filter)
-        else:
+        if self.call.action in WRITES_ROWS:
+            self._hold(filter)
+        if self.call.scoped:
             self.call.where(dict(filter))
         return self
 
@@ -81,29 +89,28 @@ class Scoped:
                                   f"does not have; refusing the operation rather than running it unfiltered",
                                   path=key, model=b.name, field=key)
 
-    def _stamp(self, filter: Mapping[str, Any]) -> None:
-        b = self.call.binding
-        data = getattr(self.call, "data", None)
-        rows = [data] if isinstance(data, dict) else list(data or []) if isinstance(data, (list, tuple)) else []
+    def _hold(self, filter: Mapping[str, Any]) -> None:
+        """Written rows must satisfy the filter's equality conditions; new rows get them stamped."""
+        call = self.call
+        data = call.data
+        rows = [data] if isinstance(data, Mapping) else [r for r in data if isinstance(r, Mapping)] \
+            if isinstance(data, (list, tuple)) else []
+        creating = call.action in NEW_ROWS
         for key, value in filter.items():
-            if isinstance(value, Mapping):
-                if set(value) == {"$eq"}:
-                    value = value["$eq"]
-                else:
-                    raise ValidationError(f"{b.name} {self.call.action}: middleware {self.middleware!r} narrows "
-                                          f"{key!r} by a condition a new record cannot be given; refused",
-                                          model=b.name, field=key)
-            if key.startswith("$") or "." in key:
-                raise ValidationError(f"{b.name} {self.call.action}: middleware {self.middleware!r} narrows by "
-                                      f"{key!r}, which a new record cannot be given; refused",
-                                      model=b.name, field=key)
+            if isinstance(value, Mapping) and set(value) == {"$eq"}:
+                value = value["$eq"]
+            if key.startswith("$") or "." in key or isinstance(value, Mapping):
+                if creating:
+                    raise ValidationError(f"{call.model} {call.action}: middleware {self.middleware!r} narrows by "
+                                          f"a condition on {key!r} that a new record cannot be given; refused",
+                                          model=call.model, field=None if key.startswith("$") else key)
+                continue
             for row in rows:
-                if isinstance(row, dict):
-                    if key not in row or row[key] is None and value is not None:
-                        row[key] = value
-                    elif row[key] != value:
-                        raise ValidationError(f"{b.name}.{key}: the record is outside the request's scope "
-                                              f"(middleware {self.middleware!r})", model=b.name, field=key)
+                if key in row and row[key] != value and not (creating and row[key] is None):
+                    raise ValidationError(f"{call.model}.{key}: the record would be outside the request's scope "
+                                          f"(middleware {self.middleware!r}); refused", model=call.model, field=key)
+            if creating:
+                call.stamp(key, value)
 
 
 def install(db: Any, policy: RequestFilters) -> None:

@@ -1,0 +1,279 @@
+"""The one path every operation takes: plan, compile, execute, in-transaction hooks, after commit.
+
+``Executor.run(call, body)`` runs the policies' ``plan`` hooks, then ``body(call)`` (which builds
+its statement from the planned call and executes it through ``transaction``/``prepared``), then
+``after_commit`` or ``failed``. Driver errors become DataFlow errors here, once. Reads that met a
+dead connection outside a transaction are retried once; deadlocks are retried a few times.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+
+from ..binding import Binding
+from ..driver_errors import translate
+from ..errors import DatabaseUnavailableError, DataFlowError, ValidationError
+from ..prepared import Prepared, prepare, run_raw
+from ..query import compile_filter
+from .call import MISSING, Call
+from .context import current
+from .policy import HOOKS, Policy, overrides
+
+if TYPE_CHECKING:
+    from ..core.dataflow import DataFlow
+
+log = logging.getLogger("dataflow.operations")
+
+#: Deadlocks and lock wait timeouts: how many times a write is tried before the error is reported.
+DEADLOCK_ATTEMPTS = 5
+#: Prepared statements kept per model before the cache starts over.
+STATEMENTS_PER_MODEL = 1000
+
+
+@dataclass
+class Where:
+    """The WHERE of a planned call: its shape ``key``, the values to bind, and how to build the clauses."""
+
+    key: tuple
+    params: dict
+    builders: list[Callable[[], Any]]
+    user_clause: Any = None          # the caller's own filter (for the confirm_all check)
+
+    def clauses(self) -> list:
+        return [build() for build in self.builders]
+
+
+class Executor:
+    """Runs every ``Call`` of one ``DataFlow`` instance through its chain of policies."""
+
+    def __init__(self, db: "DataFlow") -> None:
+        self.db = db
+        self.policies: list[Policy] = []
+        self._hooks: dict[str, tuple[Callable, ...]] = {h: () for h in HOOKS}
+
+    # ------------------------------------------------------------------ the chain
+    def add(self, policy: Policy, *, first: bool = False) -> Policy:
+        """Add a policy to the chain (last, or ``first``); return it."""
+        if first:
+            self.policies.insert(0, policy)
+        else:
+            self.policies.append(policy)
+        self._index()
+        return policy
+
+    def remove(self, policy: Policy) -> None:
+        """Take a policy out of the chain."""
+        self.policies.remove(policy)
+        self._index()
+
+    def get(self, name: str) -> Policy | None:
+        return next((p for p in self.policies if p.name == name), None)
+
+    def _index(self) -> None:
+        # after_commit/failed run in reverse order, like unwinding a stack.
+        self._hooks = {h: tuple(getattr(p, h) for p in (self.policies if h in ("plan", "before_statement")
+                                                       else reversed(self.policies)) if overrides(p, h))
+                       for h in HOOKS}
+
+    # ------------------------------------------------------------------ one call
+    def call(self, action: str, binding: Binding, **kw: Any) -> Call:
+        """A ``Call`` in the current context."""
+        return Call(action, binding, current(), **kw)
+
+    def plan(self, call: Call) -> Call:
+        for hook in self._hooks["plan"]:
+            hook(call)
+        return call
+
+    def run(self, call: Call, body: Callable[[Call], Any]) -> Any:
+        """Plan ``call``, run ``body(call)``, then the after-commit (or failed) hooks; return the result."""
+        self.plan(call)
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                result = body(call)
+                break
+            except DataFlowError as exc:
+                attempt += 1
+                if self._retry(call, exc, attempt):
+                    continue
+                elapsed = time.perf_counter() - started
+                for hook in self._hooks["failed"]:
+                    hook(call, exc, elapsed)
+                raise
+        elapsed = time.perf_counter() - started
+        for hook in self._hooks["after_commit"]:
+            hook(call, result, elapsed)
+        return result
+
+    def before_statement(self, call: Call, conn: Any) -> None:
+        for hook in self._hooks["before_statement"]:
+            hook(call, conn)
+
+    def after_statement(self, call: Call, conn: Any, **info: Any) -> None:
+        for hook in self._hooks["after_statement"]:
+            hook(call, conn, info)
+
+    def _retry(self, call: Call, exc: DataFlowError, attempt: int) -> bool:
+        if call.ctx.transaction is not None:
+            return False  # the caller's transaction is gone: only the caller can start over
+        if isinstance(exc, DatabaseUnavailableError) and call.reads and attempt == 1:
+            log.info("retrying a read after a lost connection", extra={"model": call.model, "action": call.action})
+            return True
+        if attempt < DEADLOCK_ATTEMPTS and self._is_deadlock(exc.original):
+            time.sleep(random.uniform(0.005, 0.03) * attempt)
+            return True
+        return False
+
+    def _is_deadlock(self, orig: BaseException | None) -> bool:
+        if orig is None:
+            return False
+        facts = self.db.facts
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0] in facts.retry_errnos
+        return str(getattr(orig, "sqlstate", "") or "") in facts.retry_sqlstates
+
+    # ------------------------------------------------------------------ WHERE
+    def where(self, call: Call, *, path: str = "filter") -> Where:
+        """The WHERE of a planned call: the caller's filter, the id, and what the policies added."""
+        b = call.binding
+        if call.filter is not None and not isinstance(call.filter, Mapping):
+            raise ValidationError(f"{b.name}: {path} must be a dict, got {type(call.filter).__name__}", model=b.name)
+        keys: list = []
+        params: dict = {}
+        builders: list = []
+        user_clause = None
+        if call.id is not MISSING:
+            key = b.codec.key(call.id) if b.codec else call.id
+            keys.append("id")
+            params["df_id"] = key
+            builders.append(lambda: b.pk == sa.bindparam("df_id", type_=b.pk.type))
+        if call.filter:
+            f = compile_filter(b.table, call.filter, path=path)
+            if f.clause is not None:
+                user_clause = f.clause
+                keys.append(f.key)
+                params.update(f.params)
+                builders.append(lambda c=f.clause: c)
+        for i, scope in enumerate(call.scopes):
+            f = compile_filter(b.table, scope, path=f"scope{i}")
+            if f.clause is not None:
+                keys.append(f.key)
+                params.update(f.params)
+                builders.append(lambda c=f.clause: c)
+        for cond in call.conditions:
+            keys.append(cond.key)
+            params.update(cond.params)
+            builders.append(lambda cond=cond: cond.build(b.table))
+        return Where(tuple(keys), params, builders, user_clause)
+
+    # ------------------------------------------------------------------ statements
+    def prepared(self, b: Binding, key: tuple, build: Callable[[], Any]) -> Prepared:
+        """The statement for ``key`` (the call's shape), compiled once per model."""
+        p = b.statements.get(key)
+        if p is None:
+            if len(b.statements) > STATEMENTS_PER_MODEL:  # shapes are few in practice; never grow unbounded
+                b.statements.clear()
+            p = b.statements[key] = prepare(self.db.engine.dialect, build())
+        return p
+
+    def execute(self, call: Call, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
+        """One prepared statement in its own transaction; records out, DataFlow errors on failure.
+
+        The driver fast path is taken when nobody needs to see the statement (no ``echo``, no
+        cursor-execute listeners) and no policy needs hooks inside the transaction; otherwise the
+        same SQL runs through SQLAlchemy, which logs it and fires the engine's events.
+        """
+        if call.in_transaction or call.ctx.transaction is not None or self._watched():
+            with self.transaction(call) as conn:
+                self.before_statement(call, conn)
+                sql, values = p.bound(params)
+                result = conn.exec_driver_sql(sql, values)
+                description = result.cursor.description if result.returns_rows and result.cursor else None
+                rows = result.fetchall() if result.returns_rows else []
+                records = p.records(rows, description)
+                self.after_statement(call, conn, records=records, rowcount=len(records))
+                return records
+        self.ready(call)
+        try:
+            rows, description = run_raw(self.db, p, params)
+            return p.records(rows, description)
+        except DataFlowError:
+            raise
+        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+            raise self.translated(exc, call) from None
+
+    def _watched(self) -> bool:
+        engine = self.db.engine
+        return bool(engine.echo) or bool(engine.dispatch.before_cursor_execute) or \
+            bool(engine.dispatch.after_cursor_execute)
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def transaction(self, call: Call) -> Iterator[sa.Connection]:
+        """A connection in a transaction (the caller's, when one is open); DataFlow errors on failure."""
+        open_tx = call.ctx.transaction
+        if open_tx is not None:
+            yield open_tx
+            return
+        self.ready(call)
+        try:
+            with self.db.engine.connect() as conn:
+                if self.db.facts.begin_immediate and not call.reads:
+                    # A deferred SQLite transaction that reads, then writes (update, delete, upsert) deadlocks
+                    # with another doing the same, and SQLite fails one at once with 'database is locked'
+                    # instead of waiting. Taking the write lock at BEGIN makes the second writer wait its turn.
+                    conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except DataFlowError:
+            raise
+        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+            raise self.translated(exc, call) from None
+
+    def ready(self, call: Call) -> None:
+        """Connect and migrate once; an unreachable database is reported for the operation that needed it."""
+        try:
+            self.db.ensure_ready()
+        except DatabaseUnavailableError as exc:
+            raise DatabaseUnavailableError(f"{call.model} {_label(call)}: {exc.message}", model=call.model,
+                                           original=exc.original) from None
+
+    def translated(self, exc: BaseException, call: Call) -> DataFlowError:
+        """The DataFlow error for a driver error met while running ``call``."""
+        b = call.binding
+        error = translate(exc, model=b.name, action=_label(call), where=self.db.safe_url, constraints=b.constraints)
+        explain = getattr(self.db.operations, "explain", None)
+        return explain(call, error) if explain is not None else error
+
+
+def _label(call: Call) -> str:
+    return call.action.replace("_", " ")
+
+
+def matches_everything(clause: Any) -> bool:
+    """True when a compiled filter selects every row (``{}``, ``{"$and": [{}]}``, ``{"$or": [{}, ...]}``).
+
+    Judged on the condition as SQLAlchemy reduced it (``and_()``/``or_()`` fold constant parts away),
+    rendered without a dialect (each database spells TRUE its own way).
+    """
+    if clause is None:
+        return True
+    try:
+        text = str(clause.compile()).strip().strip("()").strip().lower()
+    except Exception:
+        return False
+    return text in ("true", "1", "1 = 1")
+
+
+__all__ = ["Executor", "Where", "matches_everything", "MISSING"]

@@ -1,0 +1,52 @@
+"""``Policy``: what a cross-cutting concern implements to act on every operation.
+
+The executor calls, for each call:
+
+1. ``plan(call)``: before anything is compiled. Narrow it (``call.where``, ``call.add``), stamp
+   values into ``call.data``, note things in ``call.state``, or refuse by raising.
+2. ``before_statement(call, conn)`` and ``after_statement(call, conn, info)``: inside the
+   operation's transaction, around its main statement (write related rows, check versions).
+   A policy that needs these for a call sets ``call.in_transaction = True`` in ``plan``, which
+   takes the operation off the driver fast path.
+3. ``after_commit(call, result, elapsed)``: the change is durable (invalidate caches, count).
+4. ``failed(call, error, elapsed)``: the operation raised (a ``DataFlowError``).
+
+Only the hooks a policy overrides are called (the executor looks once, when it is added).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .call import Call
+
+HOOKS = ("plan", "before_statement", "after_statement", "after_commit", "failed")
+
+
+class Policy:
+    """Base class: every hook does nothing. ``name`` identifies the policy in the chain."""
+
+    name = "policy"
+
+    def plan(self, call: Call) -> None:
+        """Narrow, stamp or refuse the call before it is compiled."""
+
+    def before_statement(self, call: Call, conn: Any) -> None:
+        """Inside the transaction, before the main statement."""
+
+    def after_statement(self, call: Call, conn: Any, info: dict) -> None:
+        """Inside the transaction, after the main statement (``info``: keys, rowcount, ...)."""
+
+    def after_commit(self, call: Call, result: Any, elapsed: float) -> None:
+        """After the operation's transaction committed (or after a read returned)."""
+
+    def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
+        """The operation raised ``error``."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def overrides(policy: Policy, hook: str) -> bool:
+    """True when ``policy`` implements ``hook`` itself (not the base class's no-op)."""
+    return getattr(type(policy), hook) is not getattr(Policy, hook)
