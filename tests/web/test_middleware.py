@@ -6,19 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dataflow import DataFlow
 from served import Served
 
 APP = Path(__file__).resolve().parent / "apps" / "tenant_app.py"
 
 
-def _seam_landed() -> bool:
-    with DataFlow("sqlite:///:memory:") as db:
-        return getattr(db.operations, "executor", None) is not None
-
-
-pytestmark = pytest.mark.skipif(not _seam_landed(), reason="@app.middleware needs the operations executor "
-                                                           "(issue 7), not merged into this branch yet")
 A, B = {"X-Tenant-ID": "a"}, {"X-Tenant-ID": "b"}
 
 

@@ -32,15 +32,6 @@ def test_block_11_sales_dashboard(db_url, tmp_path):
         assert_graceful(app)
 
 
-def _seam_landed() -> bool:
-    from dataflow import DataFlow
-
-    with DataFlow("sqlite:///:memory:") as db:
-        return getattr(db.operations, "executor", None) is not None
-
-
-@pytest.mark.skipif(not _seam_landed(), reason="@app.middleware needs the operations executor (issue 7), "
-                                                "not merged into this branch yet")
 def test_block_12_user_management(db_url, tmp_path):
     acme, beta = {"X-Tenant-ID": "acme"}, {"X-Tenant-ID": "beta"}
     with Served(SEED / "12_user_management_api.py", db_url, tmp_path) as app:
@@ -76,6 +67,12 @@ def test_block_12_user_management(db_url, tmp_path):
         r = http.patch(f"/users/{ann['id']}", json={"active": False}, headers=acme)
         assert r.status_code == 200, r.text
         assert r.json()["active"] is False and r.json()["updated_at"] >= ann["updated_at"]
+        # A PUT that leaves tenant_id out, or a PATCH clearing it, keeps the record in its tenant.
+        r = http.put(f"/users/{ann['id']}", json={"name": "Ann", "email": "ann@acme.test"}, headers=acme)
+        assert r.status_code == 200 and r.json()["tenant_id"] == "acme", r.text
+        assert http.patch(f"/users/{ann['id']}", json={"tenant_id": None}, headers=acme).json()["tenant_id"] == "acme"
+        r = http.patch(f"/users/{ann['id']}", json={"tenant_id": "beta"}, headers=acme)
+        assert r.status_code == 422 and r.json()["field"] == "tenant_id"
         assert http.delete(f"/users/{ann['id']}", headers=acme).status_code == 204
         assert_graceful(app)
 

@@ -5,8 +5,9 @@ They all run inside ONE policy of the operations executor, so they see every doo
 relation includes. For an operation that selects existing rows (read, list, count, aggregate,
 update, delete, upsert and the bulk forms), ``query.where(filter)`` ANDs the filter into it. For
 one that writes rows (create, upsert, the bulk writes, update), the filter's equality conditions are
-stamped into the new rows, and data that names another value for such a field is refused (422),
-so a request can neither create a row outside its scope nor move one out of it. A condition other
+stamped into the new rows (and into an update that sets them to null, e.g. a PUT leaving them out),
+and data that names another value for such a field is refused (422), so a request can neither
+create a row outside its scope nor move one out of it. A condition other
 than equality cannot be stamped, so a create under it is refused.
 
 A filter naming a field the model lacks fails closed: the operation raises ``FilterError`` (422)
@@ -106,9 +107,13 @@ class Scoped:
                                           model=call.model, field=None if key.startswith("$") else key)
                 continue
             for row in rows:
-                if key in row and row[key] != value and not (creating and row[key] is None):
+                if key not in row or row[key] == value:
+                    continue
+                if row[key] is not None:
                     raise ValidationError(f"{call.model}.{key}: the record would be outside the request's scope "
                                           f"(middleware {self.middleware!r}); refused", model=call.model, field=key)
+                if not creating and isinstance(row, dict):  # an update clearing the field keeps it in scope
+                    row[key] = call.binding.codec.value(key, value) if call.binding.codec else value
             if creating:
                 call.stamp(key, value)
 
