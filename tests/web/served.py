@@ -26,16 +26,16 @@ class Served:
     """``with Served(script, url, cwd) as app: app.http.get("/health")``; stops it with SIGTERM."""
 
     def __init__(self, script: Path, url: str, cwd: Path, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, url_env: str = "DATAFLOW_DATABASE_URL") -> None:
         self.script, self.url, self.cwd = Path(script), url, Path(cwd)
-        self.extra_env, self.args = env or {}, args or []
+        self.extra_env, self.args, self.url_env = env or {}, args or [], url_env
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = self.cwd / f"server-{self.port}.log"
 
     def __enter__(self) -> "Served":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFLOW_")}
-        env.update(DATAFLOW_DATABASE_URL=self.url, DATAFLOW_HOST="127.0.0.1", DATAFLOW_PORT=str(self.port),
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAFLOW_") and k != "DATABASE_URL"}
+        env.update({self.url_env: self.url}, DATAFLOW_HOST="127.0.0.1", DATAFLOW_PORT=str(self.port),
                    PYTHONPATH=os.pathsep.join([str(SRC), str(self.script.parent)]), **self.extra_env)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, str(self.script), *self.args], cwd=self.cwd, env=env,

@@ -22,6 +22,21 @@ def test_python_app_py_serves_with_probes(module_url, tmp_path):
         assert app.http.get("/metrics/sales", params={"status": "paid"}).json() == {"today": "1.0000000000"}
 
 
+def test_database_url_alone_points_the_app_at_the_database(module_url, tmp_path):
+    """The Kubernetes manifest sets only DATABASE_URL: the app must use it, not ./dataflow.db."""
+    import sqlalchemy as sa
+
+    from dataflow.core.engine import parse_url
+
+    with Served(DEPLOY / "app.py", module_url, tmp_path, url_env="DATABASE_URL") as app:
+        assert app.http.post("/users", json={"name": "Kube", "email": "k@x.test"}).status_code == 201
+    engine = sa.create_engine(parse_url(module_url), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM users WHERE email = 'k@x.test'").scalar() == "Kube"
+    engine.dispose()
+    assert not (tmp_path / "dataflow.db").exists()
+
+
 def test_ready_is_503_when_the_database_is_unreachable(tmp_path):
     url = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens on port 1
     with Served(DEPLOY / "app.py", url, tmp_path) as app:
