@@ -200,7 +200,7 @@ def run_filter_property(engine, backend, prop, extended, *, prepared=False, filt
     table = make_table(engine, Doc)
 
     @SETTINGS
-    @given(docs=documents(extended), filt=filter_strategy or filters(extended))
+    @given(docs=documents(extended), filt=filter_strategy if filter_strategy is not None else filters(extended))
     def check(docs, filt):
         docs = [stored(d) for d in docs]
         with engine.begin() as conn:
