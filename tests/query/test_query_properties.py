@@ -200,7 +200,7 @@ def run_filter_property(engine, backend, prop, extended, *, prepared=False, filt
     table = make_table(engine, Doc)
 
     @SETTINGS
-    @given(docs=documents(extended), filt=filter_strategy or filters(extended))
+    @given(docs=documents(extended), filt=filter_strategy if filter_strategy is not None else filters(extended))
     def check(docs, filt):
         docs = [stored(d) for d in docs]
         with engine.begin() as conn:
@@ -232,10 +232,14 @@ def test_extension_operators_agree_with_the_reference(engine, backend):
     run_filter_property(engine, backend, "extended", extended=True)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 3: prepared.Prepared.bound skips the bind processors "
-                                       "of non-IN parameters when an IN is expanded (see "
-                                       "tests/test_safety_query_prepared.py); remove this mark with that fix")
-def test_prepared_statements_agree_with_the_reference(engine, backend):
+def test_prepared_statements_agree_with_the_reference(engine, backend, request):
+    if backend == "sqlite":
+        # On PostgreSQL/MySQL the unrendered pattern differs only by its case flag, which 100 derandomized
+        # examples do not expose; tests/test_safety_query_prepared.py shows it on all three.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="issue 8 item 3: prepared.Prepared.bound skips the bind processors of non-IN "
+                                "parameters when an IN is expanded (see tests/test_safety_query_prepared.py); "
+                                "remove this mark with that fix"))
     run_filter_property(engine, backend, "prepared", extended=True, prepared=True)
     run_filter_property(engine, backend, "prepared-in-regex", extended=False, prepared=True,
                         filter_strategy=in_and_regex())
