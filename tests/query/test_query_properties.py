@@ -232,14 +232,7 @@ def test_extension_operators_agree_with_the_reference(engine, backend):
     run_filter_property(engine, backend, "extended", extended=True)
 
 
-def test_prepared_statements_agree_with_the_reference(engine, backend, request):
-    if backend == "sqlite":
-        # On PostgreSQL/MySQL the unrendered pattern differs only by its case flag, which 100 derandomized
-        # examples do not expose; tests/test_safety_query_prepared.py shows it on all three.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="issue 8 item 3: prepared.Prepared.bound skips the bind processors of non-IN "
-                                "parameters when an IN is expanded (see tests/test_safety_query_prepared.py); "
-                                "remove this mark with that fix"))
+def test_prepared_statements_agree_with_the_reference(engine, backend):
     run_filter_property(engine, backend, "prepared", extended=True, prepared=True)
     run_filter_property(engine, backend, "prepared-in-regex", extended=False, prepared=True,
                         filter_strategy=in_and_regex())
