@@ -57,6 +57,7 @@ class Executor:
         self.db = db
         self.policies: list[Policy] = []
         self._hooks: dict[str, tuple[Callable, ...]] = {h: () for h in HOOKS}
+        self._timed = False
 
     # ------------------------------------------------------------------ the chain
     def add(self, policy: Policy, *, first: bool = False) -> Policy:
@@ -81,6 +82,7 @@ class Executor:
         self._hooks = {h: tuple(getattr(p, h) for p in (self.policies if h in ("plan", "before_statement")
                                                        else reversed(self.policies)) if overrides(p, h))
                        for h in HOOKS}
+        self._timed = bool(self._hooks["after_commit"] or self._hooks["failed"])
 
     # ------------------------------------------------------------------ one call
     def call(self, action: str, binding: Binding, **kw: Any) -> Call:
@@ -94,7 +96,17 @@ class Executor:
 
     def run(self, call: Call, body: Callable[[Call], Any]) -> Any:
         """Plan ``call``, run ``body(call)``, then the after-commit (or failed) hooks; return the result."""
-        self.plan(call)
+        for hook in self._hooks["plan"]:
+            hook(call)
+        if not self._timed:  # nobody waits for after-commit or failure: the plain loop
+            attempt = 0
+            while True:
+                try:
+                    return body(call)
+                except DataFlowError as exc:
+                    attempt += 1
+                    if not self._retry(call, exc, attempt):
+                        raise
         started = time.perf_counter()
         attempt = 0
         while True:
@@ -236,8 +248,12 @@ class Executor:
     def watched(self) -> bool:
         """True when statements are logged (``echo``) or listened to (cursor-execute events)."""
         engine = self.db.engine
-        return bool(engine.echo) or bool(engine.dispatch.before_cursor_execute) or \
-            bool(engine.dispatch.after_cursor_execute)
+        if engine._echo:
+            return True
+        if not engine._has_events:  # no connection-level listener at all (cursor events are those)
+            return False
+        dispatch = engine.dispatch
+        return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
 
     # ------------------------------------------------------------------ transactions
     @contextmanager

@@ -60,7 +60,7 @@ class RecordOperations(RelationOperations):
              include_deleted: bool = False, fields: Sequence[str] | None = None) -> dict | None:
         """One record by id and/or filter (both must match; the first by primary key when several do)."""
         b = self.db.binding(model)
-        shape = self._fields(b, fields)
+        shape = self._fields(b, fields) if fields else ()
         rels = self._relations(b, include) if include else None
         call = self._call("read", b, id=_id(id), filter=filter, options={"include_deleted": include_deleted})
         self._needs_target(call)
