@@ -257,7 +257,12 @@ class Executor:
         """A connection in a transaction (the caller's, when one is open); DataFlow errors on failure."""
         open_tx = call.ctx.transaction
         if open_tx is not None:
-            yield open_tx
+            try:
+                yield open_tx
+            except DataFlowError:
+                raise
+            except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+                raise self.translated(exc, call) from None
             return
         self.ready(call)
         try:
