@@ -475,7 +475,7 @@ class Cache:
         try:
             h = digest(list(args), sorted(kwargs.items()), ctx.tenant, ctx.tenant_bypass)
         except TypeError as exc:
-            raise ValidationError(f"a cached function's arguments must be JSON-safe values; got a {exc.args[0]} "
+            raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind {exc.args[0]} "
                                   f"({name[3:]})") from None
         return self.key(f"{name}:{h}")
 
