@@ -7,10 +7,13 @@ rolls everything back; a nested block is a savepoint (its failure undoes only it
 caller catches the exception). Policies' ``after_commit`` hooks (cache invalidation, events) of the
 calls inside wait for the outermost commit and are dropped with whatever rolls back.
 
-Across databases the block behaves the same: an operation that failed inside it dooms the block
-(as PostgreSQL does on its own): it rolls back at the end and ``TransactionError`` is raised, even
-when the failure was caught inside (a ``LocalRuntime`` reports a failed node in its results
-instead of raising). Use a nested block around work that may fail and be recovered from.
+Across databases the block behaves the same: a write that failed inside it (it may have changed
+some rows before failing: a bulk load has no savepoint of its own here), a read that failed in the
+database, or a DataFlow node that failed, dooms the block (as PostgreSQL does on its own after any
+error): it rolls back at the end and ``TransactionError`` is raised, even when the failure was
+caught inside (a ``LocalRuntime`` records a failed node in its results instead of raising). Errors
+raised before anything changed (``NotFoundError``, a value refused before any SQL) do not doom it.
+Wrap work that may fail and be recovered from in a nested block (a savepoint).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
-from .errors import DataFlowError, TransactionError
+from .errors import DatabaseError, DataFlowError, NotFoundError, TransactionError
 from .operations.call import Call
 from .operations.context import current, scope
 from .operations.policy import Policy
@@ -152,8 +155,10 @@ class TransactionPolicy(Policy):
 
     def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
         conn = call.ctx.transaction
-        if conn is None:
-            return
+        if conn is None or isinstance(error, NotFoundError):
+            return  # NotFound is raised before anything changed
+        if call.reads and not isinstance(error, DatabaseError):
+            return  # a read refused before or without touching the transaction
         doomed = conn.info.get(DOOMED)
         if doomed:
             doomed[-1] = True

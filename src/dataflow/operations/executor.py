@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import sqlalchemy as sa
@@ -88,8 +88,11 @@ class Executor:
 
     # ------------------------------------------------------------------ one call
     def call(self, action: str, binding: Binding, **kw: Any) -> Call:
-        """A ``Call`` in the current context."""
-        return Call(action, binding, current(), **kw)
+        """A ``Call`` in the current context (an open ``db.transaction()`` of another instance is not ours)."""
+        ctx = current()
+        if ctx.transaction is not None and ctx.transaction.info.get("dataflow_owner", self.db) is not self.db:
+            ctx = replace(ctx, transaction=None)
+        return Call(action, binding, ctx, **kw)
 
     def plan(self, call: Call) -> Call:
         for hook in self._hooks["plan"]:
