@@ -237,3 +237,22 @@ def test_not_found_inside_the_block_does_not_doom_it(accounts):
         with pytest.raises(NotFoundError):
             db.update("Account", {"name": "missing"}, {"balance": 1})
     assert names(db) == ["a"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_workflow_declares_its_own_transaction(accounts):
+    db = accounts
+    for third, committed in (({"name": "third"}, True), ({"name": None}, False)):
+        db.bulk_delete("Account", {}, confirm_all=True)
+        outer = WorkflowBuilder()
+        outer.add_node("DataFlowTransactionNode", "tx", {"workflow": _workflow(third).build()})
+        with LocalRuntime() as rt:
+            results, _ = rt.execute(outer.build())
+        if committed:
+            assert results["tx"]["committed"] is True
+            assert results["tx"]["results"]["third"]["name"] == "third"
+            assert names(db) == ["first", "second", "third"]
+        else:
+            assert results["tx"]["failed"] is True and "TransactionError" in results["tx"]["error"]
+            assert "node(s) third" in results["tx"]["error"]
+            assert db.count("Account") == 0

@@ -9,6 +9,7 @@ from .errors import (ConflictError, DatabaseError, DatabaseUnavailableError, Dat
                      FilterError, ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
                      PoolTimeoutError, SettingError, TenantError, TransactionError, ValidationError)
 from .models import Field
+from .transaction_node import DataFlowTransactionNode
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,5 @@ __all__ = [
     "DataFlow", "DataFlowConfig", "Field", "DataFlowError", "ModelError", "ValidationError", "FilterError",
     "NotFoundError", "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError",
     "MigrationError", "DatabaseError", "DatabaseUnavailableError", "SettingError", "TenantError",
-    "PoolTimeoutError", "TransactionError",
+    "PoolTimeoutError", "TransactionError", "DataFlowTransactionNode",
 ]
