@@ -297,8 +297,8 @@ def test_cached_function_per_arguments_and_dependencies(make):
     @db.cached(ttl=60)
     def popular(min_views: int, limit: int = 10):
         calls.append(min_views)
-        return {"titles": [p["title"] for p in db.query("Post").where({"views": {"$gte": min_views}}).limit(limit).all()],
-                "tags": db.count("Tag")}
+        posts = db.query("Post").where({"views": {"$gte": min_views}}).limit(limit).all()
+        return {"titles": [p["title"] for p in posts], "tags": db.count("Tag")}
 
     assert popular(1) == {"titles": ["p1", "p2"], "tags": 0}
     assert popular(1) == {"titles": ["p1", "p2"], "tags": 0}

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from kailash.runtime.local import LocalRuntime
+from kailash.sdk_exceptions import RuntimeExecutionError
 from kailash.workflow.builder import WorkflowBuilder
 
 from dataflow import (DataFlow, DuplicateKeyError, NotFoundError, PoolTimeoutError, TransactionError,
@@ -110,7 +111,7 @@ def test_a_workflow_that_raises_rolls_back(accounts):
     wf = _workflow({"name": None})
     wf.add_node("AccountCreateNode", "fourth", {"name": "fourth"})
     wf.add_connection("third", "name", "fourth", "name")  # the failed node has a dependent: the runtime raises
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeExecutionError, match="ValidationError: Account.name cannot be null"):
         with db.transaction():
             with LocalRuntime() as rt:
                 rt.execute(wf.build())
@@ -239,7 +240,6 @@ def test_not_found_inside_the_block_does_not_doom_it(accounts):
     assert names(db) == ["a"]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_workflow_declares_its_own_transaction(accounts):
     db = accounts
     for third, committed in (({"name": "third"}, True), ({"name": None}, False)):

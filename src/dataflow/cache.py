@@ -31,7 +31,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -475,8 +474,8 @@ class Cache:
         try:
             h = digest(list(args), sorted(kwargs.items()), ctx.tenant, ctx.tenant_bypass)
         except TypeError as exc:
-            raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind {exc.args[0]} "
-                                  f"({name[3:]})") from None
+            raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind "
+                                  f"{exc.args[0]} ({name[3:]})") from None
         return self.key(f"{name}:{h}")
 
     def _run(self, fn: Callable, name: str, ttl: float, declared: list[str], args: tuple, kwargs: dict,

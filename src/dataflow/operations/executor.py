@@ -83,7 +83,7 @@ class Executor:
         self._hooks = {h: tuple(getattr(p, h) for p in (self.policies if h in ("plan", "before_statement")
                                                        else reversed(self.policies)) if overrides(p, h))
                        for h in HOOKS}
-        self._now = tuple(getattr(p, "after_commit") for p in reversed(self.policies)
+        self._now = tuple(p.after_commit for p in reversed(self.policies)
                           if overrides(p, "after_commit") and not p.at_commit)
 
     # ------------------------------------------------------------------ one call
