@@ -90,10 +90,43 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
 
 
 def _hook(d: dict) -> Any:
-    tagged = d.get(_TAG)
-    if tagged is not None and len(d) == 1:
-        return _DECODE[tagged[0]](tagged[1])
+    if len(d) == 1:
+        tagged = d.get(_TAG)
+        if tagged is not None:
+            return _DECODE[tagged[0]](tagged[1])
     return d
+
+
+def _copy(v: Any) -> Any:
+    """A copy the caller may change without changing the cached value (containers copied, scalars shared)."""
+    cls = type(v)
+    if cls is list:
+        return [x if type(x) not in _CONTAINERS else _copy(x) for x in v]
+    if cls is dict:
+        return {k: x if type(x) not in _CONTAINERS else _copy(x) for k, x in v.items()}
+    return v
+
+
+_CONTAINERS = (list, dict)
+
+
+class _Records(list):
+    """Records whose values are all scalars: a hit copies each dict, nothing deeper."""
+
+
+def _frozen(value: Any) -> Any:
+    """What the in-process store keeps: a private copy, marked when copying it back can stay shallow."""
+    value = _copy(value)
+    if type(value) is list and all(type(r) is dict and not any(type(x) in _CONTAINERS for x in r.values())
+                                   for r in value):
+        return _Records(value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if type(value) is _Records:
+        return [r.copy() for r in value]
+    return _copy(value)
 
 
 def encode(value: Any) -> bytes:
@@ -124,13 +157,17 @@ class StoreDown(Exception):
 
 
 class LocalStore:
-    """In-process: an LRU of at most ``size`` entries, version tokens in a dict."""
+    """In-process: an LRU of at most ``size`` entries, version tokens in a dict.
+
+    Entries keep the Python value itself (a hit copies its containers, no decoding) next to the
+    size of its encoded form (``stats()["bytes"]``).
+    """
 
     kind = "memory"
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, tuple[dict, Any], int]] = OrderedDict()
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._bytes = 0
@@ -139,7 +176,7 @@ class LocalStore:
         with self._lock:
             return {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
 
-    def get(self, key: str, tables: Iterable[str] = ()) -> tuple[bytes | None, dict[str, str]]:
+    def get(self, key: str, tables: Iterable[str] = ()) -> tuple[tuple[dict, Any] | None, dict[str, str]]:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -150,13 +187,13 @@ class LocalStore:
                     self._entries.move_to_end(key)
             return (entry[1] if entry else None), {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
 
-    def put_if(self, key: str, raw: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
+    def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
         with self._lock:
             if any(self._versions.get(t) != v for t, v in expected.items()):
                 return False
             self._drop(key)
-            self._entries[key] = (time.monotonic() + ttl, raw)
-            self._bytes += len(raw)
+            self._entries[key] = (time.monotonic() + ttl, (dict(expected), value), len(payload))
+            self._bytes += len(payload)
             while len(self._entries) > self.size:
                 self._drop(next(iter(self._entries)))
             return True
@@ -164,7 +201,7 @@ class LocalStore:
     def _drop(self, key: str) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[1])
+            self._bytes -= old[2]
 
     def bump(self, tables: Iterable[str]) -> None:
         with self._lock:
@@ -184,7 +221,7 @@ class LocalStore:
         with self._lock:
             now = time.monotonic()
             live = [v for v in self._entries.values() if v[0] >= now]
-            return len(live), sum(len(v[1]) for v in live)
+            return len(live), sum(v[2] for v in live)
 
 
 #: Store ``ARGV[2]`` under ``KEYS[1]`` for ``ARGV[1]`` ms only if every version key ``KEYS[i]`` (i >= 2)
@@ -251,11 +288,12 @@ class RedisStore:
             found = self.client.mget([key, *(self._v(t) for t in tables)])
             return found[0], self._fill(tables, found[1:])
 
-    def put_if(self, key: str, raw: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
+    def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
         tables = list(expected)
         with self._guard():
             return bool(self._put_if(keys=[key, *(self._v(t) for t in tables)],
-                                     args=[max(1, int(ttl * 1000)), raw, *(expected[t] for t in tables)]))
+                                     args=[max(1, int(ttl * 1000)), _pack(expected, payload),
+                                           *(expected[t] for t in tables)]))
 
     def bump(self, tables: Iterable[str]) -> None:
         with self._guard():
@@ -382,26 +420,30 @@ class Cache:
         try:
             raw, current_versions = self.store.get(key, tables)
             if raw is not None:
-                recorded, payload = _unpack(raw)
+                if isinstance(raw, bytes):
+                    recorded, payload = _unpack(raw)
+                else:
+                    recorded, payload = raw
                 if recorded.keys() - current_versions.keys():
                     current_versions = {**current_versions, **self.store.versions(
                         recorded.keys() - current_versions.keys())}
                 if all(current_versions.get(t) == v for t, v in recorded.items()):
                     self._count(True)
                     _note(recorded)
-                    return decode(payload), current_versions
+                    return (decode(payload) if isinstance(payload, bytes) else _thawed(payload)), current_versions
             self._count(False)
             return MISS, current_versions
         except StoreDown as exc:
             self._failed(str(exc))
             return MISS, None
 
-    def put(self, key: str, payload: bytes, ttl: float, versions: Mapping[str, str]) -> bool:
-        """Store unless a table in ``versions`` changed since they were read."""
+    def put(self, key: str, value: Any, payload: bytes, ttl: float, versions: Mapping[str, str]) -> bool:
+        """Store ``value`` (``payload``: its encoded form) unless a table in ``versions`` changed since."""
         if not self._available():
             return False
         try:
-            return self.store.put_if(key, _pack(versions, payload), ttl, versions)
+            return self.store.put_if(key, _frozen(value) if self.store.kind == "memory" else value, payload, ttl,
+                                     versions)
         except StoreDown as exc:
             self._failed(str(exc))
             return False
@@ -509,7 +551,7 @@ class Cache:
         except TypeError as exc:
             log.warning("%s: result not cached: it holds a %s (cache JSON-safe values)", name[3:], exc.args[0])
             return result
-        self.put(key, payload, ttl, tracked)
+        self.put(key, result, payload, ttl, tracked)
         return result
 
     # ------------------------------------------------------------ management
@@ -636,7 +678,7 @@ class _Memo:
             payload = encode(records)
         except TypeError:
             return
-        self.cache.put(key, payload, call.state["cache_ttl"], versions)
+        self.cache.put(key, records, payload, call.state["cache_ttl"], versions)
 
 
 __all__ = ["Cache", "LocalStore", "RedisStore", "encode", "decode", "MISS", "track"]
