@@ -495,3 +495,21 @@ def test_redis_keeps_serving_entries_and_catches_up_on_writes_made_while_down(db
             assert db.count("Post", cache=True) == 4  # the pending bump went first
     finally:
         _stop(port)
+
+
+def test_changing_a_returned_value_does_not_change_the_cached_one(make):
+    db = make()
+    seed(db, 2)
+
+    @db.cached(ttl=60)
+    def report():
+        return {"titles": [p["title"] for p in db.list("Post")], "meta": {"n": db.count("Post")}}
+
+    first = report()
+    first["titles"].append("mutated")
+    first["meta"]["n"] = -1
+    rows = db.list("Post", cache=True)
+    rows[0]["title"] = "mutated"
+    rows.pop()
+    assert report() == {"titles": ["p0", "p1"], "meta": {"n": 2}}
+    assert [p["title"] for p in db.list("Post", cache=True)] == ["p0", "p1"]
