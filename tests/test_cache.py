@@ -513,3 +513,17 @@ def test_changing_a_returned_value_does_not_change_the_cached_one(make):
     rows.pop()
     assert report() == {"titles": ["p0", "p1"], "meta": {"n": 2}}
     assert [p["title"] for p in db.list("Post", cache=True)] == ["p0", "p1"]
+
+
+def test_redis_url_from_the_environment(monkeypatch, prefix):
+    monkeypatch.setenv("DATAFLOW_REDIS_URL", REDIS)
+    with DataFlow("sqlite://", cache_prefix=prefix) as db:
+        declare(db)
+        assert db.config.redis_url == REDIS and db.cache.stats()["backend"] == "redis"
+        db.create("Post", title="a")
+        assert db.count("Post", cache=True) == 1 and db.count("Post", cache=True) == 1
+        assert db.cache.stats()["hits"] == 1
+    from dataflow import DataFlowConfig
+
+    assert "s3cret" not in repr(DataFlowConfig.build(database_url="sqlite://",
+                                                     redis_url="redis://:s3cret@127.0.0.1:6379/0"))

@@ -603,6 +603,15 @@ class Cache:
                 "hit_rate": self.hits / looked if looked else 0.0, "entries": entries, "bytes": size,
                 "errors": self.errors, "available": not self._down_until}
 
+    def close(self) -> None:
+        """Release the store's connections (``db.close()`` calls this)."""
+        client = getattr(self.store, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
+                log.debug("closing the Redis client failed: %s", type(exc).__name__)
+
     def __repr__(self) -> str:
         return f"<Cache {self.store.kind} prefix={self.prefix!r}>"
 

@@ -213,6 +213,7 @@ class DataFlow:
             for classes in self._nodes.values():
                 unregister_nodes(classes)
             self.engine.dispose()
+            self.cache.close()
 
     def __enter__(self) -> "DataFlow":
         return self
