@@ -1,8 +1,8 @@
 """Time DataFlow's operations layer and its nodes against the raw drivers; print each ratio.
 
     python benchmarks/run.py [--backend sqlite|postgresql|mysql|all] [--rows 100000]
-                             [--creates 1000] [--repeat 3] [--lists 200] [--aggregates 20]
-                             [--cases create,bulk,list,query,aggregate]
+                             [--creates 1000] [--reads 2000] [--repeat 3] [--lists 200]
+                             [--aggregates 20] [--cases create,read,bulk,list,query,aggregate]
 
 Each backend runs in a fresh process of its own. The script measures, it does not assert:
 it exits 0 whether targets are met or not (and when a server is not reachable, that
@@ -33,8 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sqlite, postgresql, mysql, all, or a comma-separated list (default: sqlite,postgresql)")
     p.add_argument("--rows", type=int, default=Options.rows, help="rows for bulk create and the List table")
     p.add_argument("--creates", type=int, default=Options.creates, help="single creates per path")
+    p.add_argument("--reads", type=int, default=Options.reads, help="reads by id per repeat and path")
     p.add_argument("--repeat", type=int, default=Options.repeat,
-                   help="repeats of bulk create and List per path; the median is reported")
+                   help="repeats of bulk create, read and List per path; the median is reported")
     p.add_argument("--lists", type=int, default=Options.lists, help="List calls per repeat (the list and query cases)")
     p.add_argument("--aggregates", type=int, default=queries.QueryOptions.aggregates,
                    help="aggregations per repeat (the aggregate case)")
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [b for b in args.backends if b not in BACKENDS]
         if unknown:
             p.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)} or all")
-    for name in ("rows", "creates", "repeat", "lists", "aggregates"):
+    for name in ("rows", "creates", "reads", "repeat", "lists", "aggregates"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     return args
@@ -60,13 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists,
+    opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists, reads=args.reads,
                    cases=tuple(c for c in args.cases if c in suite.CASES))
     query_opts = queries.QueryOptions(rows=args.rows, repeat=args.repeat, lists=args.lists,
                                       aggregates=args.aggregates,
                                       cases=tuple(c for c in args.cases if c in queries.CASES))
     print(f"DataFlow benchmarks: {', '.join(args.backends)}; cases={','.join(args.cases)} rows={opts.rows:,} "
-          f"creates={opts.creates:,} repeat={opts.repeat} lists={opts.lists} aggregates={args.aggregates} "
+          f"creates={opts.creates:,} reads={opts.reads:,} repeat={opts.repeat} lists={opts.lists} aggregates={args.aggregates} "
           f"(Python {platform.python_version()})", flush=True)
     timings: list[dict] = []
     notes: list[str] = []

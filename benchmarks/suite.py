@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from statistics import median
@@ -31,7 +32,7 @@ from workload import LIST_AGE, TABLE
 MODEL = "BenchUser"
 LIST_LIMIT = 100
 SINGLE_ROUND = 100  # single creates run in rounds of this many per path, paths taking turns
-CASES = ("create", "bulk", "list")
+CASES = ("create", "read", "bulk", "list")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Options:
     creates: int = 1_000
     repeat: int = 3
     lists: int = 200
+    reads: int = 1_000
     cases: tuple[str, ...] = field(default=CASES)
 
 
@@ -48,7 +50,7 @@ class Timing:
     """The median time of one path through one case."""
 
     backend: str
-    case: str         # "create", "bulk", "list"
+    case: str         # "create", "read", "bulk", "list"
     label: str        # what the work is, for the table
     path: str         # "raw", "ops", "noop", "node"; "echo" for List (see noop.py)
     how: str          # how the path does it, for the table
@@ -72,9 +74,10 @@ def run_backend(backend: str, options: dict) -> dict:
         try:
             with LocalRuntime(enable_monitoring=False) as rt:
                 bench = Bench(backend, db, raw, rt, opts)
-                cases = {"create": bench.single_creates, "bulk": bench.bulk_create, "list": bench.list}
+                cases = {"create": bench.single_creates, "read": bench.read, "bulk": bench.bulk_create,
+                         "list": bench.list}
                 timings = [t for case in opts.cases for t in cases[case]()]
-            return {"timings": [asdict(t) for t in timings], "list_sql": bench.list_sql}
+            return {"timings": [asdict(t) for t in timings], "list_sql": bench.list_sql, "notes": bench.notes}
         finally:
             raw.close()
             db.close()
@@ -88,6 +91,7 @@ class Bench:
     def __init__(self, backend: str, db, raw: raw_driver.RawDriver, rt: LocalRuntime, opts: Options) -> None:
         self.backend, self.db, self.raw, self.rt, self.opts = backend, db, raw, rt, opts
         self.list_sql = ""
+        self.notes: list[str] = []
 
     # ---------------------------------------------------------------- helpers
     def _node(self, node: str, node_id: str) -> Callable[[dict], dict]:
@@ -109,6 +113,12 @@ class Bench:
     def _count(self) -> int:
         with self.db.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT count(*) FROM {TABLE}").scalar_one()
+
+    def _stored(self, n: int) -> None:
+        """A table of ``n`` rows, loaded by the raw driver and analysed (not timed)."""
+        self.raw.truncate()
+        self.raw.bulk_create(workload.make_rows(n))
+        self.raw.analyze()  # fresh statistics, so the planner uses the indexes on every path
 
     def _timings(self, case: str, label: str, units: int, times: dict[str, float],
                  how: dict[str, str]) -> list[Timing]:
@@ -143,7 +153,41 @@ class Bench:
         how = {"raw": f"raw {returning}", "ops": "db.create", "noop": "no-op node", "node": f"{MODEL}CreateNode"}
         return self._timings("create", f"create x{n:,}", n, times, how)
 
-    # ---------------------------------------------------------------- (b) bulk create
+    # ---------------------------------------------------------------- (b) read by id
+    def read(self) -> list[Timing]:
+        n, reads = self.opts.rows, self.opts.reads
+        db, raw = self.db, self.raw
+        self._stored(n)
+        with db.engine.connect() as conn:
+            stored = [i for (i,) in conn.exec_driver_sql(f"SELECT id FROM {TABLE}")]
+        rng = random.Random(7)
+        node, noop = self._pair(f"{MODEL}ReadNode", "read")
+        sql = raw.select_sql  # SELECT id, name, ... FROM bench_users WHERE id = ?: the model's columns
+        one = stored[0]
+        self.notes.append(f"{self.backend}: Read SQL: DataFlow {' '.join(self._captured(lambda: db.read(MODEL, one))[0].split())}"
+                          f"; raw {sql}")
+        _check(raw.select(sql, (one,))[0][0] == one, "raw SELECT by id")
+        _check(db.read(MODEL, one)["id"] == one, "db.read returns the record")
+        _check(node({"id": one})["id"] == one, "the Read node returns the record")
+
+        paths: dict[str, Callable[[list], None]] = {
+            "raw": lambda ids: [raw.select(sql, (i,)) for i in ids],
+            "ops": lambda ids: [db.read(MODEL, i) for i in ids],
+            "noop": lambda ids: [noop({"id": i}) for i in ids],
+            "node": lambda ids: [node({"id": i}) for i in ids],
+        }
+        for fn in paths.values():
+            fn(rng.sample(stored, max(1, reads // 10)))
+        samples: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(self.opts.repeat):
+            ids = rng.sample(stored, min(reads, len(stored)))  # the same random ids for every path
+            for path, fn in paths.items():
+                samples[path].append(_timed(fn, ids))
+        raw.truncate()
+        how = {"raw": "raw SELECT by id", "ops": "db.read", "noop": "no-op node", "node": f"{MODEL}ReadNode"}
+        return self._timings("read", f"read by id x{reads:,} of {n:,}", reads, _medians(samples), how)
+
+    # ---------------------------------------------------------------- (c) bulk create
     def bulk_create(self) -> list[Timing]:
         n = self.opts.rows
         db, raw = self.db, self.raw
@@ -172,13 +216,11 @@ class Bench:
                "ops": "db.bulk_create", "noop": "no-op node", "node": f"{MODEL}BulkCreateNode"}
         return self._timings("bulk", f"bulk create {n:,}", n, _medians(samples), how)
 
-    # ---------------------------------------------------------------- (c) filtered List
+    # ---------------------------------------------------------------- (d) filtered List
     def list(self) -> list[Timing]:
         n, calls = self.opts.rows, self.opts.lists
         db, raw = self.db, self.raw
-        raw.truncate()
-        raw.bulk_create(workload.make_rows(n))
-        raw.analyze()  # fresh statistics, so the planner uses the age index on both paths
+        self._stored(n)
         node, noop = self._pair(f"{MODEL}ListNode", "list")
         where = {"age": LIST_AGE}
         payload = {"filter": where, "limit": LIST_LIMIT}

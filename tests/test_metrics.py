@@ -219,3 +219,19 @@ def test_prometheus_multiprocess_mode_adds_up_every_worker(tmp_path):
     out = subprocess.run([sys.executable, str(script), url, "0", "show"], env=env, check=True, timeout=120,
                          capture_output=True, text=True).stdout
     assert _sample(out, "dataflow_operations_total", model="Gauge", action="create", outcome="ok") == 7
+
+
+def test_the_web_layer_serves_metrics_when_enabled(db_url):
+    from starlette.testclient import TestClient
+
+    with DataFlow(db_url, enable_metrics=True) as db:
+        declare(db)
+        db.create("Gauge", name="a")
+        with TestClient(db.asgi) as client:
+            response = client.get("/metrics")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        assert _sample(response.text, "dataflow_operations_total", model="Gauge", action="create", outcome="ok") >= 1
+    with DataFlow(db_url) as db:
+        declare(db)
+        with TestClient(db.asgi) as client:
+            assert client.get("/metrics").status_code == 404

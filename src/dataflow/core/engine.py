@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -88,7 +89,9 @@ def create_engine(config: DataFlowConfig) -> sa.Engine:
     """A pooled engine for ``config.database_url`` with our per-connection settings."""
     url = parse_url(config.database_url or "")
     backend = backend_of(url)
-    kwargs: dict = {"echo": config.echo, "future": True}
+    # JSON text keeps its characters (not \uXXXX escapes): SQLite and MariaDB compare path keys as written.
+    kwargs: dict = {"echo": config.echo, "future": True,
+                    "json_serializer": lambda value: json.dumps(value, ensure_ascii=False)}
     if backend == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         if url.database in (None, "", ":memory:"):
