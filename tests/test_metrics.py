@@ -129,20 +129,29 @@ def test_no_slow_log_by_default(db, caplog):
     assert "slow operation" not in caplog.text
 
 
-def _exposition(db: DataFlow) -> str:
-    """GET /metrics through the ASGI app the web layer mounts."""
+def _get(app, path: str) -> tuple[int, dict, str]:
+    """One GET through an ASGI app, in-process: (status, headers, body)."""
     sent: list = []
 
     async def receive():
-        return {"type": "http.request", "body": b""}
+        return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message):
         sent.append(message)
 
-    asyncio.run(db.metrics_endpoint()({"type": "http", "method": "GET", "path": "/metrics"}, receive, send))
-    assert sent[0]["status"] == 200
-    assert dict(sent[0]["headers"])[b"content-type"].startswith(b"text/plain")
-    return sent[1]["body"].decode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:]).decode()
+
+
+def _exposition(db: DataFlow) -> str:
+    """GET /metrics through the ASGI app the web layer mounts."""
+    status, headers, body = _get(db.metrics_endpoint(), "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    return body
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -222,16 +231,12 @@ def test_prometheus_multiprocess_mode_adds_up_every_worker(tmp_path):
 
 
 def test_the_web_layer_serves_metrics_when_enabled(db_url):
-    from starlette.testclient import TestClient
-
     with DataFlow(db_url, enable_metrics=True) as db:
         declare(db)
         db.create("Gauge", name="a")
-        with TestClient(db.asgi) as client:
-            response = client.get("/metrics")
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-        assert _sample(response.text, "dataflow_operations_total", model="Gauge", action="create", outcome="ok") >= 1
+        status, headers, body = _get(db.asgi, "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert _sample(body, "dataflow_operations_total", model="Gauge", action="create", outcome="ok") >= 1
     with DataFlow(db_url) as db:
         declare(db)
-        with TestClient(db.asgi) as client:
-            assert client.get("/metrics").status_code == 404
+        assert _get(db.asgi, "/metrics")[0] == 404
