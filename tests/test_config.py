@@ -328,8 +328,7 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url):
 
 
 # ---------------------------------------------------------------- no silent settings
-@pytest.mark.parametrize("setting", [{"multi_tenant": True}, {"redis_url": "redis://127.0.0.1:6379/0"},
-                                     {"enable_metrics": True}, {"tenant_field": "org_id"},
+@pytest.mark.parametrize("setting", [{"multi_tenant": True}, {"tenant_field": "org_id"},
                                      {"tenant_header": "X-Org"}])
 def test_settings_of_unbuilt_features_are_refused(setting):
     name = next(iter(setting))
@@ -340,12 +339,12 @@ def test_settings_of_unbuilt_features_are_refused(setting):
 
 
 def test_unbuilt_settings_from_the_environment_are_warned_about(monkeypatch, caplog):
-    monkeypatch.setenv("DATAFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("DATAFLOW_MULTI_TENANT", "true")
     monkeypatch.setattr("dataflow.core.config._warned", set())
-    with pytest.warns(RuntimeWarning, match=r"DATAFLOW_REDIS_URL is set, but the Redis query cache is not built"):
+    with pytest.warns(RuntimeWarning, match=r"DATAFLOW_MULTI_TENANT is set, but multi-tenant isolation is not built"):
         cfg = DataFlowConfig.build({"database_url": "sqlite://"})
-    assert cfg.redis_url is None
-    assert "DATAFLOW_REDIS_URL is set" in caplog.text
+    assert cfg.multi_tenant is False
+    assert "DATAFLOW_MULTI_TENANT is set" in caplog.text
 
 
 def test_unknown_dataflow_variables_are_warned_about(monkeypatch):

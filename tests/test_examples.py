@@ -1,8 +1,10 @@
 """Every example runs as written on every backend: examples/quickstart.py and examples/seed/[0-9]*.py."""
 
+import re
 import runpy
 import sys
 import weakref
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -177,6 +179,33 @@ def check_11(g, db_url):
     assert g["health"] == {"active_users": 3, "error_rate": 2}  # seen in the last 5 min; errors in the last hour
 
 
+def check_12(g, db_url):
+    assert g["first"] == g["second"] == {"active_users": 3, "error_rate": 2}
+    app, system_health = g["app"], g["system_health"]
+    stats = app.cache.stats()
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (1, 1, 1)
+    app.create("Log", level="ERROR", message="m", timestamp=datetime.now(timezone.utc))  # a write: stale at once
+    assert system_health() == {"active_users": 3, "error_rate": 3}
+    assert system_health() == {"active_users": 3, "error_rate": 3}
+    assert app.cache.stats()["hits"] == 2
+
+
+def check_14(g, db_url):
+    # amount >= 50 in north/east: i % 100 >= 50 and i % 4 in (0, 2)
+    expected: dict = {}
+    for i in range(2000):
+        if i % 100 >= 50 and i % 4 in (0, 2):
+            c = expected.setdefault(f"c{i % 7}", [0, 0])
+            c[0] += i % 100
+            c[1] += 1
+    assert [(r["_id"], r["total"], r["rows"]) for r in g["results"]] == sorted(
+        ((k, t, n) for k, (t, n) in expected.items()), key=lambda x: -x[1])
+    summary = g["app"].metrics.summary().splitlines()
+    line = next(x for x in summary if x.startswith("Query: complex_query - "))
+    assert re.fullmatch(r"Query: complex_query - Avg: [0-9.]+ms, P95: [0-9.]+ms, Count: 1", line)
+    assert g["app"].metrics.to_dict()["complex_query"]["count"] == 1
+
+
 def check_13(g, db_url):
     assert g["results"] == [{"_id": "eng", "count": 3}, {"_id": "sales", "count": 2},
                             {"_id": "engineering", "count": 1}, {"_id": "hr", "count": 1}]
@@ -196,7 +225,9 @@ CHECKS = {
     "09_array_and_json.py": check_09,
     "10_aggregation_pipeline.py": check_10,
     "11_dashboard_queries.py": check_11,
+    "12_cached_system_health.py": check_12,
     "13_migration_guide.py": check_13,
+    "14_benchmark_metrics.py": check_14,
 }
 
 

@@ -7,8 +7,9 @@ from .core.config import DataFlowConfig
 from .core.dataflow import DataFlow
 from .errors import (ConflictError, DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError,
                      FilterError, ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
-                     SettingError, TenantError, ValidationError)
+                     PoolTimeoutError, SettingError, TenantError, TransactionError, ValidationError)
 from .models import Field
+from .transaction_node import DataFlowTransactionNode
 
 __version__ = "0.1.0"
 
@@ -16,4 +17,5 @@ __all__ = [
     "DataFlow", "DataFlowConfig", "Field", "DataFlowError", "ModelError", "ValidationError", "FilterError",
     "NotFoundError", "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError",
     "MigrationError", "DatabaseError", "DatabaseUnavailableError", "SettingError", "TenantError",
+    "PoolTimeoutError", "TransactionError", "DataFlowTransactionNode",
 ]

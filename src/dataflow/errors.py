@@ -126,10 +126,23 @@ class DatabaseUnavailableError(DatabaseError):
     code, status = "database_unavailable", 503
 
 
+class PoolTimeoutError(DatabaseUnavailableError):
+    """Every pooled connection stayed busy for ``pool_timeout`` seconds (the message names the pool size)."""
+
+    code, status = "pool_timeout", 503
+
+
+class TransactionError(DataFlowError):
+    """``db.transaction()`` was rolled back because an operation inside it failed."""
+
+    code, status = "transaction_rolled_back", 409
+
+
 #: Every class of the tree, most specific first (for ``isinstance`` lookups).
 ALL_ERRORS: tuple[type[DataFlowError], ...] = (
     FilterError, SettingError, ValidationError, ModelError, NotFoundError, DuplicateKeyError, ForeignKeyError,
-    IntegrityError, ConflictError, TenantError, MigrationError, DatabaseUnavailableError, DatabaseError,
+    IntegrityError, ConflictError, TenantError, MigrationError, TransactionError, PoolTimeoutError,
+    DatabaseUnavailableError, DatabaseError,
     DataFlowError,
 )
 
@@ -144,5 +157,5 @@ def http_status(exc: BaseException, *, creating: bool = False) -> int:
 __all__ = [
     "DataFlowError", "ModelError", "ValidationError", "FilterError", "SettingError", "NotFoundError",
     "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError", "TenantError",
-    "MigrationError", "DatabaseError", "DatabaseUnavailableError", "ALL_ERRORS", "http_status",
+    "MigrationError", "DatabaseError", "DatabaseUnavailableError", "PoolTimeoutError", "TransactionError", "ALL_ERRORS", "http_status",
 ]

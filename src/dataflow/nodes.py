@@ -24,6 +24,7 @@ from .catalog import BY_NODE, OPERATIONS, RUNTIME_KEYS, Operation
 from .errors import DataFlowError, ModelError, ValidationError
 from .models import ModelSpec
 from .operations import DEFAULT_BATCH, DEFAULT_LIMIT
+from .operations.context import current
 from .values import json_safe
 
 if TYPE_CHECKING:
@@ -90,7 +91,13 @@ class DataFlowNode(Node):
         if db is None:
             raise DataFlowError(f"{type(self).__name__}: the DataFlow instance that declared {self._model} is gone; "
                                 f"declare the model on a live instance", model=self._model)
-        return RUNNERS[self._op.node](db, self, self._op.resolve(kwargs), kwargs)
+        try:
+            return RUNNERS[self._op.node](db, self, self._op.resolve(kwargs), kwargs)
+        except Exception:
+            if current().transaction is not None:  # LocalRuntime may record the failure and go on:
+                from .transactions import doom     # the open db.transaction() must not commit
+                doom(db)
+            raise
 
     _allowed: frozenset[str] = frozenset()
     _parameter_defs: dict[str, NodeParameter] = {}

@@ -26,8 +26,6 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 #: from the environment they are warned about. A feature that lands removes its line.
 UNBUILT: dict[str, str] = {
     "multi_tenant": "multi-tenant isolation",
-    "redis_url": "the Redis query cache",
-    "enable_metrics": "the Prometheus metrics endpoint",
 }
 #: Settings that configure an unbuilt feature: refused when they differ from their default.
 UNBUILT_DETAILS: dict[str, str] = {"tenant_header": "multi_tenant", "tenant_field": "multi_tenant"}
@@ -71,6 +69,14 @@ class DataFlowConfig:
     #: ever drops tables that models with the same label created (``__dataflow__ = {"app": ...}``
     #: labels one model).
     app: str | None = None
+    #: Operations slower than this many milliseconds are logged (SQL text only, never values); 0: off.
+    slow_query_ms: float = 0.0
+    #: Seconds every cacheable read is cached by default (0: only reads that ask, and models with
+    #: ``cache_ttl``). Redis from ``redis_url``, else an in-process LRU of ``cache_size`` entries.
+    cache_ttl: float = 0.0
+    cache_size: int = 10_000
+    #: Prefix of every cache key in Redis (several applications may share one server).
+    cache_prefix: str = "dataflow:"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -124,6 +130,14 @@ class DataFlowConfig:
             raise SettingError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if isinstance(self.max_limit, bool) or not isinstance(self.max_limit, int) or self.max_limit < 1:
             raise SettingError("max_limit must be a positive integer")
+        for name in ("slow_query_ms", "cache_ttl"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise SettingError(f"{name} must be a non-negative number")
+        if isinstance(self.cache_size, bool) or not isinstance(self.cache_size, int) or self.cache_size < 1:
+            raise SettingError("cache_size must be a positive integer")
+        if not isinstance(self.cache_prefix, str):
+            raise SettingError("cache_prefix must be a string")
         if not isinstance(self.node_prefix, str) or (self.node_prefix and not self.node_prefix.isidentifier()):
             raise SettingError("node_prefix must be a Python identifier such as 'Shop' (it starts node names)")
 

@@ -49,6 +49,7 @@ class DataFlow:
         self.catchable: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, *self.driver_errors)
         self.metadata = sa.MetaData()
         self.operations = Operations(self)
+        self._attach_operations_concerns()
         self._specs: dict[str, ModelSpec] = {}
         self._bindings: dict[str, Binding] = {}
         self._names: dict[str, str] = {}          # model or table name -> model name
@@ -222,6 +223,7 @@ class DataFlow:
             for classes in self._nodes.values():
                 unregister_nodes(classes)
             self.engine.dispose()
+            self.cache.close()
 
     def __enter__(self) -> "DataFlow":
         return self
@@ -289,10 +291,13 @@ class DataFlow:
         return self.operations.create(model, {**(data or {}), **fields})
 
     def read(self, model: str, id: Any = None, *, filter: Mapping | None = None,
-             raise_on_not_found: bool = True, **kw: Any) -> dict | None:
-        """One record by id or filter."""
+             raise_on_not_found: bool = True, cache: bool | float | None = None, **kw: Any) -> dict | None:
+        """One record by id or filter (``cache=True`` or seconds: served from the query cache)."""
         if isinstance(id, Mapping):
             id, filter = None, id
+        if cache is not None:
+            with self.cache.asking(cache):
+                return self.operations.read(model, id, filter, raise_on_not_found=raise_on_not_found, **kw)
         return self.operations.read(model, id, filter, raise_on_not_found=raise_on_not_found, **kw)
 
     def update(self, model: str, id_or_filter: Any = None, changes: Mapping[str, Any] | None = None, *,
@@ -308,12 +313,20 @@ class DataFlow:
         return self.operations.delete(model, id, filt, raise_on_not_found=raise_on_not_found)
 
     def list(self, model: str, filter: Mapping | None = None, *, sort: Any = None, limit: int | None = DEFAULT_LIMIT,
-             offset: int = 0, fields: Sequence[str] | None = None, **kw: Any) -> list[dict]:
-        """Records matching ``filter`` (at most ``limit``, 100 by default)."""
+             offset: int = 0, fields: Sequence[str] | None = None, cache: bool | float | None = None,
+             **kw: Any) -> list[dict]:
+        """Records matching ``filter`` (at most ``limit``, 100 by default); ``cache=True``: cached."""
+        if cache is not None:
+            with self.cache.asking(cache):
+                return self.operations.list(model, filter, sort, limit, offset, fields, **kw)[0]
         return self.operations.list(model, filter, sort, limit, offset, fields, **kw)[0]
 
-    def count(self, model: str, filter: Mapping | None = None, **kw: Any) -> int:
-        """How many records match ``filter``."""
+    def count(self, model: str, filter: Mapping | None = None, *, cache: bool | float | None = None,
+              **kw: Any) -> int:
+        """How many records match ``filter``; ``cache=True``: cached."""
+        if cache is not None:
+            with self.cache.asking(cache):
+                return self.operations.count(model, filter, **kw)
         return self.operations.count(model, filter, **kw)
 
     def upsert(self, model: str, where: Mapping[str, Any], update: Mapping[str, Any] | None = None,
@@ -343,8 +356,12 @@ class DataFlow:
         """Insert or update many records, all or nothing."""
         return self.operations.bulk_upsert(model, data, conflict_on=conflict_on, batch_size=batch_size)
 
-    def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None) -> Any:
-        """Run an aggregation pipeline."""
+    def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None, *,
+                  cache: bool | float | None = None) -> Any:
+        """Run an aggregation pipeline; ``cache=True``: cached."""
+        if cache is not None:
+            with self.cache.asking(cache):
+                return self.operations.aggregate(model, pipeline, filter)
         return self.operations.aggregate(model, pipeline, filter)
 
     # ------------------------------------------------------------------ queries
@@ -395,6 +412,51 @@ class DataFlow:
     def asgi(self):
         """The ASGI application serving this instance's endpoints and resources."""
         return self.web.asgi
+
+
+    # ------------------------------------------------------------------ metrics, cache, transactions, pool
+    def _attach_operations_concerns(self) -> None:
+        """Metrics and the query cache as policies on every operation; failed operations doom a transaction."""
+        from ..cache import Cache
+        from ..metrics import Metrics
+        from ..operations.policies.cache import CachePolicy
+        from ..operations.policies.metrics import MetricsPolicy
+        from ..transactions import TransactionPolicy
+
+        self.metrics = Metrics(prometheus=self.config.enable_metrics)
+        self.cache = Cache(self)
+        self.executor.add(CachePolicy(self.cache))
+        self.executor.add(TransactionPolicy())
+        self.executor.add(MetricsPolicy(self.metrics, self.config.slow_query_ms, self.safe_url))
+
+    def benchmark(self, name: str):
+        """Time a block under ``name``: ``with app.benchmark("complex_query"): ...``; see ``app.metrics``."""
+        return self.metrics.benchmark(name)
+
+    def cached(self, ttl: float = 60, *, tables: Sequence[str] | None = None):
+        """Cache a function's result per arguments (and tenant): ``@app.cached(ttl=60)``; exact invalidation."""
+        return self.cache.cached(ttl, tables=tables)
+
+    def transaction(self):
+        """One database transaction for every operation in the block (nested blocks: savepoints)."""
+        from ..transactions import transaction
+
+        return transaction(self)
+
+    def pool_stats(self) -> dict[str, Any]:
+        """The connection pool now: size, checked out/in, overflow, limits."""
+        from ..pool import pool_stats
+
+        return pool_stats(self)
+
+    def metrics_endpoint(self):
+        """An ASGI app serving the Prometheus exposition (mount at ``/metrics``; needs ``enable_metrics``)."""
+        from ..errors import SettingError
+        from ..metrics import asgi_app
+
+        if not self.config.enable_metrics:
+            raise SettingError("the /metrics endpoint needs enable_metrics=True (or DATAFLOW_ENABLE_METRICS=true)")
+        return asgi_app(self)
 
 
 def _live(ref: "weakref.ref[DataFlow]", model: str) -> DataFlow:

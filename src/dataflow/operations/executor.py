@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import sqlalchemy as sa
@@ -58,6 +58,7 @@ class Executor:
         self.policies: list[Policy] = []
         self._hooks: dict[str, tuple[Callable, ...]] = {h: () for h in HOOKS}
         self._timed = False
+        self._now: tuple[Callable, ...] = ()         # after_commit hooks that never wait for a commit
 
     # ------------------------------------------------------------------ the chain
     def add(self, policy: Policy, *, first: bool = False) -> Policy:
@@ -83,11 +84,16 @@ class Executor:
                                                        else reversed(self.policies)) if overrides(p, h))
                        for h in HOOKS}
         self._timed = bool(self._hooks["after_commit"] or self._hooks["failed"])
+        self._now = tuple(p.after_commit for p in reversed(self.policies)
+                          if overrides(p, "after_commit") and not p.at_commit)
 
     # ------------------------------------------------------------------ one call
     def call(self, action: str, binding: Binding, **kw: Any) -> Call:
-        """A ``Call`` in the current context."""
-        return Call(action, binding, current(), **kw)
+        """A ``Call`` in the current context (an open ``db.transaction()`` of another instance is not ours)."""
+        ctx = current()
+        if ctx.transaction is not None and ctx.transaction.info.get("dataflow_owner", self.db) is not self.db:
+            ctx = replace(ctx, transaction=None)
+        return Call(action, binding, ctx, **kw)
 
     def plan(self, call: Call) -> Call:
         for hook in self._hooks["plan"]:
@@ -121,10 +127,26 @@ class Executor:
                 for hook in self._hooks["failed"]:
                     hook(call, exc, elapsed)
                 raise
-        elapsed = time.perf_counter() - started
+        self._after_commit(call, result, time.perf_counter() - started)
+        return result
+
+    def _after_commit(self, call: Call, result: Any, elapsed: float) -> None:
+        tx = call.ctx.transaction
+        if tx is not None and self._hooks["after_commit"]:
+            # Inside db.transaction(): the change is not durable yet. Hooks that act on what is true
+            # (cache invalidation, events) run when the outermost block commits, never before.
+            for hook in self._now:
+                hook(call, result, elapsed)
+            pending = tx.info.get("dataflow_pending")
+            later = [h for h in self._hooks["after_commit"] if h not in self._now]
+            if pending is not None:
+                pending[-1].extend((hook, call, result, elapsed) for hook in later)
+            else:  # a connection handed in by hand, not through db.transaction(): nothing to wait for
+                for hook in later:
+                    hook(call, result, elapsed)
+            return
         for hook in self._hooks["after_commit"]:
             hook(call, result, elapsed)
-        return result
 
     def stream(self, call: Call, body: Callable[[Call], Iterator[Any]]) -> Iterator[Any]:
         """``run`` for a body that yields: the after-commit hooks run when the iteration ends
@@ -133,8 +155,7 @@ class Executor:
         started = time.perf_counter()
 
         def finished() -> None:
-            for hook in self._hooks["after_commit"]:
-                hook(call, None, time.perf_counter() - started)
+            self._after_commit(call, None, time.perf_counter() - started)
 
         try:
             yield from body(call)
@@ -225,7 +246,23 @@ class Executor:
         The driver fast path is taken when nobody needs to see the statement (no ``echo``, no
         cursor-execute listeners) and no policy needs hooks inside the transaction; otherwise the
         same SQL runs through SQLAlchemy, which logs it and fires the engine's events.
+
+        A policy may put a memo in ``call.state["memo"]`` (the query cache): ``lookup(call, p,
+        params)`` answers from it (records or None) and ``store(call, p, params, records, token)``
+        keeps what the database returned; both see the final statement and its values.
         """
+        call.state["sql"] = p.sql  # for slow-operation logs (text only: values are never logged)
+        memo = call.state.get("memo")
+        if memo is not None:
+            found, token = memo.lookup(call, p, params)
+            if found is not None:
+                return found
+            records = self._execute(call, p, params)
+            memo.store(call, p, params, records, token)
+            return records
+        return self._execute(call, p, params)
+
+    def _execute(self, call: Call, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
         if call.in_transaction or call.ctx.transaction is not None or self.watched():
             with self.transaction(call) as conn:
                 self.before_statement(call, conn)
@@ -261,7 +298,12 @@ class Executor:
         """A connection in a transaction (the caller's, when one is open); DataFlow errors on failure."""
         open_tx = call.ctx.transaction
         if open_tx is not None:
-            yield open_tx
+            try:
+                yield open_tx
+            except DataFlowError:
+                raise
+            except self.db.catchable as exc:
+                raise self.translated(exc, call) from None
             return
         self.ready(call)
         try:
@@ -289,6 +331,10 @@ class Executor:
     def translated(self, exc: BaseException, call: Call) -> DataFlowError:
         """The DataFlow error for a driver error met while running ``call``."""
         b = call.binding
+        if isinstance(exc, sa.exc.TimeoutError):  # the pool, not the database: say how big it is
+            from ..pool import pool_timeout
+
+            return pool_timeout(self.db, f"{b.name} {_label(call)}")
         error = translate(exc, model=b.name, action=_label(call), where=self.db.safe_url, constraints=b.constraints)
         explain = getattr(self.db.operations, "explain", None)
         return explain(call, error) if explain is not None else error

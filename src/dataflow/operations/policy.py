@@ -9,6 +9,9 @@ The executor calls, for each call:
    A policy that needs these for a call sets ``call.in_transaction = True`` in ``plan``, which
    takes the operation off the driver fast path.
 3. ``after_commit(call, result, elapsed)``: the change is durable (invalidate caches, count).
+   Inside ``db.transaction()`` these wait for the outermost block to commit (and are dropped when
+   it, or the savepoint the call ran in, rolls back), unless the policy sets ``at_commit = False``
+   (metrics: they time the operation itself, committed or not).
 4. ``failed(call, error, elapsed)``: the operation raised (a ``DataFlowError``).
 
 Only the hooks a policy overrides are called (the executor looks once, when it is added).
@@ -27,6 +30,8 @@ class Policy:
     """Base class: every hook does nothing. ``name`` identifies the policy in the chain."""
 
     name = "policy"
+    #: Run ``after_commit`` when the caller's transaction commits (True) or right after the operation.
+    at_commit = True
 
     def plan(self, call: Call) -> None:
         """Narrow, stamp or refuse the call before it is compiled."""

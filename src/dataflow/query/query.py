@@ -39,10 +39,22 @@ class Query(ListSpec):
     any table (reflected on first use).
     """
 
+    _cache: Any = None
+
+    def cached(self, ttl: float | bool = True) -> "Query":
+        """Serve this query's results from the query cache for ``ttl`` seconds (exact invalidation)."""
+        self._db.cache.asking(ttl)  # checks the value
+        self._cache = ttl
+        return self
+
+    def _asking(self):
+        return self._db.cache.asking(self._cache)
+
     def all(self) -> list[dict[str, Any]]:
         """Every matching record (native Python values)."""
-        records, _ = self._db.operations.list(self._name, self.conditions, self._sort, self._limit,
-                                              self._offset, self._fields)
+        with self._asking():
+            records, _ = self._db.operations.list(self._name, self.conditions, self._sort, self._limit,
+                                                  self._offset, self._fields)
         return records
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -57,17 +69,20 @@ class Query(ListSpec):
 
     def first(self) -> dict[str, Any] | None:
         """The first matching record, or None."""
-        records, _ = self._db.operations.list(self._name, self.conditions, self._sort, 1, self._offset,
-                                              self._fields)
+        with self._asking():
+            records, _ = self._db.operations.list(self._name, self.conditions, self._sort, 1, self._offset,
+                                                  self._fields)
         return records[0] if records else None
 
     def count(self) -> int:
         """How many records match (limit and skip ignored)."""
-        return self._db.operations.count(self._name, self.conditions)
+        with self._asking():
+            return self._db.operations.count(self._name, self.conditions)
 
     def exists(self) -> bool:
         return self.first() is not None
 
     def aggregate(self, pipeline: Sequence[Mapping[str, Any]]) -> Any:
         """Run a pipeline over the matching records, as one SQL statement."""
-        return self._db.operations.aggregate(self._name, pipeline, self.conditions)
+        with self._asking():
+            return self._db.operations.aggregate(self._name, pipeline, self.conditions)

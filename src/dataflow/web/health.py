@@ -40,4 +40,19 @@ def routes(db: Any) -> list[dict[str, Any]]:
              summary="Readiness: the database answers and its schema is migrated", response_model=None,
              responses={503: {"description": "Not ready",
                               "content": {"application/json": {"schema": {"type": "object", "properties": doc}}}}}),
-    ]
+    ] + (_metrics_route(db) if db.config.enable_metrics else [])
+
+
+def _metrics_route(db: Any) -> list[dict[str, Any]]:
+    """``/metrics``: the Prometheus exposition (``enable_metrics=True``; all workers in multiprocess mode)."""
+    from starlette.responses import Response
+
+    from ..metrics import prometheus_exposition
+
+    def metrics() -> Response:
+        body, content_type = prometheus_exposition(db)
+        return Response(body, media_type=content_type)
+
+    return [dict(path="/metrics", endpoint=metrics, methods=["GET"], tags=["health"], operation_id="metrics",
+                 summary="Prometheus metrics: operations, cache, connection pool", response_model=None,
+                 include_in_schema=False)]

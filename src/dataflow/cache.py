@@ -1,0 +1,693 @@
+"""The query cache: ``@app.cached(ttl=60)``, cacheable reads, and exact invalidation by table version.
+
+How staleness is ruled out
+--------------------------
+Every table has a version token in the store (Redis, or this process's memory). Every write
+through the operations layer, whatever door it came in by, replaces the token of its table when it
+commits (the cache policy's ``after_commit``; inside ``db.transaction()`` at the outer commit).
+A cached entry records the tokens of the tables it was computed from, read *before* its queries
+ran, and is stored only if those tokens are still current (checked and written atomically: a Lua
+script in Redis, a lock in memory). A look-up compares the entry's tokens with the current ones
+and treats any difference as a miss. So an entry computed from a table that changed before,
+during or after the query is never served after the change's commit; entries are not hunted
+down on writes, they stop matching.
+
+A cached function's tables are detected: the calls planned while it runs (every door ends in a
+planned call) record their tables and current tokens; ``tables=[...]`` adds tables its own SQL
+touches outside DataFlow.
+
+Keys: ``<prefix>e:<table>:<action>:<hash>`` for reads (the hash of the final SQL text, its bound
+values and the context's tenant), ``<prefix>e:fn:<module.qualname>:<hash>`` for functions (their
+arguments, as JSON, and the tenant). ``app.cache.invalidate("users:*")`` drops entries by pattern.
+
+When Redis is unreachable nothing fails: reads run uncached, one warning is logged per outage,
+writes remember which tables they changed and replace those tokens as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from datetime import date, datetime, time as dtime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+
+from .errors import SettingError, ValidationError
+from .operations.context import current
+
+if TYPE_CHECKING:
+    from .core.dataflow import DataFlow
+
+log = logging.getLogger("dataflow.cache")
+
+#: Seconds between attempts to reach Redis again after it failed.
+RETRY_AFTER_S = 1.0
+_TAG = "__df__"
+
+
+# ---------------------------------------------------------------------- values <-> bytes
+def _enc(v: Any) -> Any:
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, dict):
+        out = {str(k) if not isinstance(k, str) else k: _enc(x) for k, x in v.items()}
+        if _TAG in out:  # a user's dict that looks like one of ours: kept apart
+            return {_TAG: ["map", [[k, x] for k, x in out.items()]]}
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_enc(x) for x in v]
+    if isinstance(v, datetime):
+        return {_TAG: ["dt", v.isoformat()]}
+    if isinstance(v, date):
+        return {_TAG: ["d", v.isoformat()]}
+    if isinstance(v, dtime):
+        return {_TAG: ["t", v.isoformat()]}
+    if isinstance(v, Decimal):
+        return {_TAG: ["dec", str(v)]}
+    if isinstance(v, uuid.UUID):
+        return {_TAG: ["uuid", str(v)]}
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {_TAG: ["b", base64.b64encode(bytes(v)).decode()]}
+    if isinstance(v, timedelta):
+        return {_TAG: ["td", v.total_seconds()]}
+    raise TypeError(type(v).__name__)
+
+
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "dt": datetime.fromisoformat, "d": date.fromisoformat, "t": dtime.fromisoformat, "dec": Decimal,
+    "uuid": uuid.UUID, "b": base64.b64decode, "td": lambda s: timedelta(seconds=s),
+    "map": lambda pairs: dict(pairs),
+}
+
+
+def _hook(d: dict) -> Any:
+    if len(d) == 1:
+        tagged = d.get(_TAG)
+        if tagged is not None:
+            return _DECODE[tagged[0]](tagged[1])
+    return d
+
+
+def _copy(v: Any) -> Any:
+    """A copy the caller may change without changing the cached value (containers copied, scalars shared)."""
+    cls = type(v)
+    if cls is list:
+        return [x if type(x) not in _CONTAINERS else _copy(x) for x in v]
+    if cls is dict:
+        return {k: x if type(x) not in _CONTAINERS else _copy(x) for k, x in v.items()}
+    return v
+
+
+_CONTAINERS = (list, dict)
+
+
+class _Records(list):
+    """Records whose values are all scalars: a hit copies each dict, nothing deeper."""
+
+
+def _frozen(value: Any) -> Any:
+    """What the in-process store keeps: a private copy, marked when copying it back can stay shallow."""
+    value = _copy(value)
+    if type(value) is list and all(type(r) is dict and not any(type(x) in _CONTAINERS for x in r.values())
+                                   for r in value):
+        return _Records(value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if type(value) is _Records:
+        return [r.copy() for r in value]
+    return _copy(value)
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes for ``value``, keeping datetimes, decimals, UUIDs and bytes exact. TypeError otherwise."""
+    return json.dumps(_enc(value), separators=(",", ":")).encode()
+
+
+def decode(raw: bytes | str) -> Any:
+    return json.loads(raw, object_hook=_hook)
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.blake2b(encode(list(parts)), digest_size=16).hexdigest()
+
+
+def _pack(versions: Mapping[str, str], payload: bytes) -> bytes:
+    return json.dumps(versions, separators=(",", ":")).encode() + b"\n" + payload
+
+
+def _unpack(raw: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, payload = raw.partition(b"\n")
+    return json.loads(head), payload
+
+
+# ---------------------------------------------------------------------- stores
+class StoreDown(Exception):
+    """The store cannot be reached right now."""
+
+
+class LocalStore:
+    """In-process: an LRU of at most ``size`` entries, version tokens in a dict.
+
+    Entries keep the Python value itself (a hit copies its containers, no decoding) next to the
+    size of its encoded form (``stats()["bytes"]``).
+    """
+
+    kind = "memory"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, tuple[dict, Any], int]] = OrderedDict()
+        self._versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._bytes = 0
+
+    def versions(self, tables: Iterable[str]) -> dict[str, str]:
+        with self._lock:
+            return {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
+
+    def get(self, key: str, tables: Iterable[str] = ()) -> tuple[tuple[dict, Any] | None, dict[str, str]]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry[0] < time.monotonic():
+                    self._drop(key)
+                    entry = None
+                else:
+                    self._entries.move_to_end(key)
+            return (entry[1] if entry else None), {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
+
+    def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
+        with self._lock:
+            if any(self._versions.get(t) != v for t, v in expected.items()):
+                return False
+            self._drop(key)
+            self._entries[key] = (time.monotonic() + ttl, (dict(expected), value), len(payload))
+            self._bytes += len(payload)
+            while len(self._entries) > self.size:
+                self._drop(next(iter(self._entries)))
+            return True
+
+    def _drop(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[2]
+
+    def bump(self, tables: Iterable[str]) -> None:
+        with self._lock:
+            for t in tables:
+                self._versions[t] = uuid.uuid4().hex
+
+    def delete(self, pattern: str) -> int:
+        import fnmatch
+
+        with self._lock:
+            doomed = [k for k in self._entries if fnmatch.fnmatchcase(k, pattern)]
+            for k in doomed:
+                self._drop(k)
+            return len(doomed)
+
+    def usage(self, pattern: str) -> tuple[int, int]:
+        with self._lock:
+            now = time.monotonic()
+            live = [v for v in self._entries.values() if v[0] >= now]
+            return len(live), sum(v[2] for v in live)
+
+
+#: Store ``ARGV[2]`` under ``KEYS[1]`` for ``ARGV[1]`` ms only if every version key ``KEYS[i]`` (i >= 2)
+#: still holds ``ARGV[i + 1]``: the check and the write are one atomic step.
+_PUT_IF = """
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i + 1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return 1
+"""
+
+
+class RedisStore:
+    """Redis (redis-py): entries with a TTL, version tokens under ``<prefix>v:<table>``."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise SettingError("redis_url needs redis-py: pip install 'dataflow-workflows[cache]'") from None
+        self.prefix = prefix
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError, OSError)
+        try:
+            self.client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0,
+                                               health_check_interval=30)
+        except ValueError:
+            raise SettingError("redis_url is not a Redis URL; expected redis://host:6379/0") from None
+        self._put_if = self.client.register_script(_PUT_IF)
+
+    def _v(self, table: str) -> str:
+        return f"{self.prefix}v:{table}"
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreDown(type(exc).__name__) from None
+
+    def _fill(self, tables: list[str], found: list) -> dict[str, str]:
+        """Current tokens; a table without one gets one (first use, or Redis lost it)."""
+        out = {}
+        for t, v in zip(tables, found):
+            if v is None:
+                self.client.set(self._v(t), uuid.uuid4().hex, nx=True)
+                v = self.client.get(self._v(t))
+            out[t] = v.decode() if isinstance(v, bytes) else v
+        return out
+
+    def versions(self, tables: Iterable[str]) -> dict[str, str]:
+        tables = list(tables)
+        if not tables:
+            return {}
+        with self._guard():
+            return self._fill(tables, self.client.mget([self._v(t) for t in tables]))
+
+    def get(self, key: str, tables: Iterable[str] = ()) -> tuple[bytes | None, dict[str, str]]:
+        tables = list(tables)
+        with self._guard():
+            found = self.client.mget([key, *(self._v(t) for t in tables)])
+            return found[0], self._fill(tables, found[1:])
+
+    def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
+        tables = list(expected)
+        with self._guard():
+            return bool(self._put_if(keys=[key, *(self._v(t) for t in tables)],
+                                     args=[max(1, int(ttl * 1000)), _pack(expected, payload),
+                                           *(expected[t] for t in tables)]))
+
+    def bump(self, tables: Iterable[str]) -> None:
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for t in tables:
+                pipe.set(self._v(t), uuid.uuid4().hex)
+            pipe.execute()
+
+    def delete(self, pattern: str) -> int:
+        n = 0
+        with self._guard():
+            batch = []
+            for key in self.client.scan_iter(match=pattern, count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    n += self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                n += self.client.unlink(*batch)
+        return n
+
+    def usage(self, pattern: str) -> tuple[int, int]:
+        with self._guard():
+            keys = list(self.client.scan_iter(match=pattern, count=500))
+            if not keys:
+                return 0, 0
+            pipe = self.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.strlen(k)
+            sizes = pipe.execute()
+            return sum(1 for s in sizes if s), sum(sizes)
+
+
+# ---------------------------------------------------------------------- the cache
+#: The TTL a door asked for on the next call (``cache=True``, ``.cached(ttl)``); True: the default.
+_ASKED: ContextVar[Any] = ContextVar("dataflow_cache_asked", default=None)
+#: While a cached function runs: {table: token read before its first query touched it}.
+_TRACKING: ContextVar[dict | None] = ContextVar("dataflow_cache_tracking", default=None)
+
+#: TTL when a call asks for caching without saying how long, and no model or global default says.
+DEFAULT_TTL = 60.0
+
+
+class Cache:
+    """``app.cache``: look-ups, stores, invalidation and statistics for one ``DataFlow``."""
+
+    def __init__(self, db: "DataFlow") -> None:
+        cfg = db.config
+        self.db = db
+        self.prefix = cfg.cache_prefix
+        self.default_ttl = float(cfg.cache_ttl or 0)
+        url = cfg.redis_url or None
+        self.store: LocalStore | RedisStore = RedisStore(url, self.prefix) if url else LocalStore(cfg.cache_size)
+        self.retry_after = RETRY_AFTER_S
+        self._down_until = 0.0
+        self._warned = False
+        self._pending: set[str] = set()          # tables written while the store was down
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+        self.memo = _Memo(self)
+
+    # ------------------------------------------------------------ store access that never fails
+    def _available(self) -> bool:
+        if not self._down_until:
+            return True
+        if time.monotonic() < self._down_until:
+            return False
+        with self._lock:
+            pending = set(self._pending)
+        try:
+            if pending:
+                self.store.bump(pending)
+                with self._lock:
+                    self._pending -= pending
+            else:
+                self.store.versions(["__dataflow_ping__"])
+        except StoreDown:
+            self._down_until = time.monotonic() + self.retry_after
+            return False
+        self._down_until = 0.0
+        self._warned = False
+        log.warning("the cache store (%s) answers again: caching resumed", self.store.kind)
+        return True
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        self._down_until = time.monotonic() + self.retry_after
+        prom = self.db.metrics.prometheus
+        if prom is not None:
+            prom.cache_errors.inc()
+        if not self._warned:
+            self._warned = True
+            log.warning("the cache store (%s) is unreachable (%s): running uncached until it answers again",
+                        self.store.kind, what)
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        prom = self.db.metrics.prometheus
+        if prom is not None:
+            prom.cache_result("hit" if hit else "miss")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}e:{name}"
+
+    def versions(self, tables: Iterable[str]) -> dict[str, str] | None:
+        """Current tokens of ``tables`` (None when the store is down)."""
+        if not self._available():
+            return None
+        try:
+            return self.store.versions(tables)
+        except StoreDown as exc:
+            self._failed(str(exc))
+            return None
+
+    def fetch(self, key: str, tables: Iterable[str] = ()) -> tuple[Any, dict[str, str] | None]:
+        """(value or MISS, current tokens of the entry's tables, to store under on a miss)."""
+        if not self._available():
+            return MISS, None
+        try:
+            raw, current_versions = self.store.get(key, tables)
+            if raw is not None:
+                if isinstance(raw, bytes):
+                    recorded, payload = _unpack(raw)
+                else:
+                    recorded, payload = raw
+                if recorded.keys() - current_versions.keys():
+                    current_versions = {**current_versions, **self.store.versions(
+                        recorded.keys() - current_versions.keys())}
+                if all(current_versions.get(t) == v for t, v in recorded.items()):
+                    self._count(True)
+                    _note(recorded)
+                    return (decode(payload) if isinstance(payload, bytes) else _thawed(payload)), current_versions
+            self._count(False)
+            return MISS, current_versions
+        except StoreDown as exc:
+            self._failed(str(exc))
+            return MISS, None
+
+    def put(self, key: str, value: Any, payload: bytes, ttl: float, versions: Mapping[str, str]) -> bool:
+        """Store ``value`` (``payload``: its encoded form) unless a table in ``versions`` changed since."""
+        if not self._available():
+            return False
+        try:
+            return self.store.put_if(key, _frozen(value) if self.store.kind == "memory" else value, payload, ttl,
+                                     versions)
+        except StoreDown as exc:
+            self._failed(str(exc))
+            return False
+
+    def bump(self, tables: Iterable[str]) -> None:
+        """Make every entry computed from ``tables`` stale (writes call this when they commit)."""
+        tables = set(tables)
+        if not self._available():
+            with self._lock:
+                self._pending |= tables
+            return
+        try:
+            self.store.bump(tables)
+        except StoreDown as exc:
+            with self._lock:
+                self._pending |= tables
+            self._failed(str(exc))
+
+    # ------------------------------------------------------------ reads asking for caching
+    def ttl_for(self, call: Any) -> float | None:
+        """How long ``call``'s result may be cached (None: not cacheable)."""
+        asked = _ASKED.get()
+        if asked is False:
+            return None
+        if asked is not None:
+            if asked is True:
+                return self._model_ttl(call) or self.default_ttl or DEFAULT_TTL
+            return float(asked)
+        return self._model_ttl(call) or self.default_ttl or None
+
+    @staticmethod
+    def _model_ttl(call: Any) -> float | None:
+        spec = call.binding.spec
+        ttl = spec.options.get("cache_ttl") if spec is not None else None
+        return float(ttl) if ttl else None
+
+    def asking(self, ttl: Any):
+        """``with cache.asking(60):`` the next operation in the block may be cached for 60 s.
+
+        ``True``: the model's, the global or the default TTL; ``False``: never; ``None``: as configured.
+        """
+        if ttl is None:
+            return nullcontext()
+        if not (isinstance(ttl, bool) or (isinstance(ttl, (int, float)) and ttl > 0)):
+            raise ValidationError(f"cache must be True, False or a positive number of seconds, got "
+                                  f"{type(ttl).__name__}")
+        return _asking(ttl)
+
+    # ------------------------------------------------------------ cached functions
+    def cached(self, ttl: float = DEFAULT_TTL, *, tables: Iterable[str] | None = None) -> Callable:
+        """``@app.cached(ttl=60)``: cache a function's result per argument set (and tenant)."""
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ValidationError("cached(ttl=...) must be a positive number of seconds")
+        declared = [self._table(t) for t in (tables or ())]
+
+        def decorate(fn: Callable) -> Callable:
+            name = f"fn:{fn.__module__}.{fn.__qualname__}"
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return self._run(fn, name, float(ttl), declared, args, kwargs, refresh=False)
+
+            wrapper.__dataflow_cached__ = (fn, name, float(ttl), declared)  # type: ignore[attr-defined]
+            wrapper.cache_pattern = f"{name}:*"  # type: ignore[attr-defined]
+            return wrapper
+        return decorate
+
+    def _fn_key(self, name: str, args: tuple, kwargs: dict) -> str:
+        ctx = current()
+        try:
+            h = digest(list(args), sorted(kwargs.items()), ctx.tenant, ctx.tenant_bypass)
+        except TypeError as exc:
+            raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind "
+                                  f"{exc.args[0]} ({name[3:]})") from None
+        return self.key(f"{name}:{h}")
+
+    def _run(self, fn: Callable, name: str, ttl: float, declared: list[str], args: tuple, kwargs: dict,
+             *, refresh: bool) -> Any:
+        if current().transaction is not None:
+            return fn(*args, **kwargs)  # inside a transaction: its own uncommitted writes must not be cached
+        key = self._fn_key(name, args, kwargs)
+        if not refresh:
+            value, _ = self.fetch(key)
+            if value is not MISS:
+                return value
+        tracked: dict[str, str] = {}
+        if declared:
+            found = self.versions(declared)
+            if found is None:
+                return fn(*args, **kwargs)
+            tracked.update(found)
+        outer = _TRACKING.get()
+        token = _TRACKING.set(tracked)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _TRACKING.reset(token)
+        if outer is not None:
+            for t, v in tracked.items():
+                outer.setdefault(t, v)
+        if tracked.get(_UNTRACKABLE):
+            return result
+        try:
+            payload = encode(result)
+        except TypeError as exc:
+            log.warning("%s: result not cached: it holds a %s (cache JSON-safe values)", name[3:], exc.args[0])
+            return result
+        self.put(key, result, payload, ttl, tracked)
+        return result
+
+    # ------------------------------------------------------------ management
+    def _table(self, name: str) -> str:
+        try:
+            return self.db.binding(name).table.name
+        except Exception:
+            return name
+
+    def invalidate(self, pattern: str) -> int:
+        """Drop entries whose key (after the prefix) matches ``pattern`` (``"users:*"``, ``"fn:*"``)."""
+        if not isinstance(pattern, str) or not pattern:
+            raise ValidationError("invalidate needs a key pattern such as 'users:*'")
+        if not self._available():
+            return 0
+        try:
+            return self.store.delete(self.key(pattern))
+        except StoreDown as exc:
+            self._failed(str(exc))
+            return 0
+
+    def invalidate_table(self, name: str) -> None:
+        """Make every entry that depends on a table (or a model's table) stale, in every process."""
+        self.bump([self._table(name)])
+
+    def warm(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run a ``@cached`` function now and store its fresh result; return it."""
+        info = getattr(fn, "__dataflow_cached__", None)
+        if info is None:
+            raise ValidationError("warm() takes a function decorated with @app.cached(...)")
+        original, name, ttl, declared = info
+        return self._run(original, name, ttl, declared, args, kwargs, refresh=True)
+
+    def clear(self) -> int:
+        """Drop every entry of this application (its key prefix)."""
+        self.hits = self.misses = 0
+        return self.invalidate("*")
+
+    def stats(self) -> dict[str, Any]:
+        """Hits and misses (this process), hit rate, entries and bytes stored, backend, store errors."""
+        entries = size = 0
+        if self._available():
+            try:
+                entries, size = self.store.usage(self.key("*"))
+            except StoreDown as exc:
+                self._failed(str(exc))
+        looked = self.hits + self.misses
+        return {"backend": self.store.kind, "hits": self.hits, "misses": self.misses,
+                "hit_rate": self.hits / looked if looked else 0.0, "entries": entries, "bytes": size,
+                "errors": self.errors, "available": not self._down_until}
+
+    def close(self) -> None:
+        """Release the store's connections (``db.close()`` calls this)."""
+        client = getattr(self.store, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
+                log.debug("closing the Redis client failed: %s", type(exc).__name__)
+
+    def __repr__(self) -> str:
+        return f"<Cache {self.store.kind} prefix={self.prefix!r}>"
+
+
+class _Miss:
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS: Any = _Miss()
+#: A tracked "table" meaning: this function read something the cache cannot version; do not store.
+_UNTRACKABLE = "\x00untrackable"
+
+
+@contextmanager
+def _asking(ttl: Any) -> Iterator[None]:
+    token = _ASKED.set(ttl)
+    try:
+        yield
+    finally:
+        _ASKED.reset(token)
+
+
+def _note(versions: Mapping[str, str]) -> None:
+    """A cached function running now depends on these tables too (a cached read or function inside it)."""
+    tracked = _TRACKING.get()
+    if tracked is not None:
+        for t, v in versions.items():
+            tracked.setdefault(t, v)
+
+
+def track(call: Any, cache: Cache) -> None:
+    """The cache policy's ``plan``: a cached function running now depends on ``call``'s table."""
+    tracked = _TRACKING.get()
+    if tracked is None:
+        return
+    table = call.binding.table.name
+    if table in tracked:
+        return
+    found = cache.versions([table])
+    if found is None:
+        tracked[_UNTRACKABLE] = "1"
+    else:
+        tracked.update(found)
+
+
+class _Memo:
+    """What the executor consults for a cacheable read: look-up before the statement, store after."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def _key(self, call: Any, p: Any, params: Mapping[str, Any]) -> str:
+        ctx = call.ctx
+        h = digest(p.sql, sorted(params.items()), ctx.tenant, ctx.tenant_bypass)
+        return self.cache.key(f"{call.binding.table.name}:{call.action}:{h}")
+
+    def lookup(self, call: Any, p: Any, params: Mapping[str, Any]) -> tuple[Any, Any]:
+        try:
+            key = self._key(call, p, params)
+        except TypeError:  # a bound value the codec does not know: run uncached
+            return None, None
+        value, versions = self.cache.fetch(key, [call.binding.table.name])
+        if value is not MISS:
+            return value, None
+        return None, (key, versions)
+
+    def store(self, call: Any, p: Any, params: Mapping[str, Any], records: list, token: Any) -> None:
+        if token is None or token[1] is None:
+            return
+        key, versions = token
+        try:
+            payload = encode(records)
+        except TypeError:
+            return
+        self.cache.put(key, records, payload, call.state["cache_ttl"], versions)
+
+
+__all__ = ["Cache", "LocalStore", "RedisStore", "encode", "decode", "MISS", "track"]

@@ -1,0 +1,53 @@
+"""The query cache on the one path: cacheable reads get a memo, writes replace their table's version.
+
+``plan``: a read (read, list, count, aggregate) that asked for caching (``cache=True``,
+``.cached(ttl)``), or whose model has ``cache_ttl``, or with a global ``cache_ttl``, gets the
+cache's memo: the executor looks the final statement up before running it and stores what came
+back (see ``dataflow.cache``). Reads inside ``db.transaction()`` are never cached (they may see
+the block's own uncommitted writes). While a ``@cached`` function runs, every planned call records
+its table as a dependency of the function.
+
+``after_commit``: a write (any of the eight write actions, through any door) replaces its table's
+version token: inside ``db.transaction()`` that happens when the outer block commits. ``failed``
+does the same for writes: a write whose outcome is unknown (a connection lost during COMMIT) must
+not leave entries that might be stale.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..call import Call
+from ..policy import Policy
+
+if TYPE_CHECKING:
+    from ...cache import Cache
+
+CACHEABLE = frozenset({"read", "list", "count", "aggregate"})
+
+
+class CachePolicy(Policy):
+    name = "cache"
+
+    def __init__(self, cache: "Cache") -> None:
+        self.cache = cache
+
+    def plan(self, call: Call) -> None:
+        from ...cache import track
+
+        track(call, self.cache)
+        if call.action not in CACHEABLE or call.parent is not None or call.ctx.transaction is not None \
+                or call.options.get("stream"):
+            return
+        ttl = self.cache.ttl_for(call)
+        if ttl:
+            call.state["memo"] = self.cache.memo
+            call.state["cache_ttl"] = ttl
+
+    def after_commit(self, call: Call, result: Any, elapsed: float) -> None:
+        if call.writes:
+            self.cache.bump([call.binding.table.name])
+
+    def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
+        if call.writes:
+            self.cache.bump([call.binding.table.name])

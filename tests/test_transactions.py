@@ -1,0 +1,258 @@
+"""``db.transaction()``: one database transaction for every door, workflows included; savepoints; hooks at commit."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kailash.runtime.local import LocalRuntime
+from kailash.sdk_exceptions import RuntimeExecutionError
+from kailash.workflow.builder import WorkflowBuilder
+
+from dataflow import (DataFlow, DuplicateKeyError, NotFoundError, PoolTimeoutError, TransactionError,
+                      ValidationError)
+from dataflow.operations.policy import Policy
+
+
+def declare(db: DataFlow) -> None:
+    @db.model
+    class Account:
+        name: str
+        balance: int = 0
+        __dataflow__ = {"unique": ["name"]}
+
+
+@pytest.fixture
+def accounts(db):
+    declare(db)
+    db.migrate()
+    return db
+
+
+def names(db: DataFlow) -> list[str]:
+    return sorted(a["name"] for a in db.list("Account", limit=None))
+
+
+def test_every_operation_in_the_block_commits_together(accounts):
+    db = accounts
+    with db.transaction():
+        a = db.create("Account", name="a", balance=10)
+        db.bulk_create("Account", [{"name": "b"}, {"name": "c"}])
+        db.update("Account", a["id"], {"balance": 5})
+        db.upsert("Account", {"name": "d"}, {"balance": 1})
+        db.bulk_update("Account", {"name": "b"}, {"balance": 7})
+        db.delete("Account", {"name": "c"})
+        assert db.count("Account") == 3  # the block sees its own writes
+        assert db.query("Account").where({"balance": {"$gt": 4}}).count() == 2
+        assert db.aggregate("Account", [{"$group": {"_id": None, "s": {"$sum": "$balance"}}}]) == [
+            {"_id": None, "s": 13}]
+    assert names(db) == ["a", "b", "d"]
+
+
+def test_an_exception_rolls_back_everything(accounts):
+    db = accounts
+    db.create("Account", name="kept", balance=1)
+    with pytest.raises(RuntimeError, match="stop"):
+        with db.transaction():
+            db.create("Account", name="a")
+            db.bulk_create("Account", [{"name": "b"}, {"name": "c"}])
+            db.update("Account", {"name": "kept"}, {"balance": 99})
+            db.bulk_delete("Account", {"name": "kept"})
+            db.bulk_upsert("Account", [{"name": "e", "balance": 3}], conflict_on=["name"])
+            raise RuntimeError("stop")
+    assert names(db) == ["kept"]
+    assert db.read("Account", filter={"name": "kept"})["balance"] == 1
+
+
+def test_others_do_not_see_the_block_before_it_commits(accounts):
+    db = accounts
+    seen = []
+    with db.transaction():
+        db.create("Account", name="a")
+        t = threading.Thread(target=lambda: seen.append(db.count("Account")))  # a fresh context: no transaction
+        t.start()
+        t.join()
+    assert seen == [0]
+    assert db.count("Account") == 1
+
+
+def _workflow(third: dict) -> WorkflowBuilder:
+    wf = WorkflowBuilder()
+    wf.add_node("AccountCreateNode", "first", {"name": "first"})
+    wf.add_node("AccountCreateNode", "second", {"name": "second"})
+    wf.add_node("AccountCreateNode", "third", third)
+    return wf
+
+
+def test_a_workflow_inside_the_block_is_one_transaction(accounts):
+    db = accounts
+    with db.transaction():
+        with LocalRuntime() as rt:
+            results, _ = rt.execute(_workflow({"name": "third"}).build())
+        assert not any(r.get("failed") for r in results.values())
+        assert db.count("Account") == 3
+    assert names(db) == ["first", "second", "third"]
+
+
+@pytest.mark.parametrize("third", [{"name": None}, {"name": "first"}], ids=["validation", "duplicate"])
+def test_a_workflow_whose_third_node_fails_leaves_no_rows(accounts, third):
+    """The runtime records the failed node and returns; the block must still not commit the first two."""
+    db = accounts
+    with pytest.raises(TransactionError, match="rolled back"):
+        with db.transaction():
+            with LocalRuntime() as rt:
+                results, _ = rt.execute(_workflow(third).build())
+            assert results["third"].get("failed") is True
+    assert db.count("Account") == 0
+
+
+def test_a_workflow_that_raises_rolls_back(accounts):
+    db = accounts
+    wf = _workflow({"name": None})
+    wf.add_node("AccountCreateNode", "fourth", {"name": "fourth"})
+    wf.add_connection("third", "name", "fourth", "name")  # the failed node has a dependent: the runtime raises
+    with pytest.raises(RuntimeExecutionError, match="ValidationError: Account.name cannot be null"):
+        with db.transaction():
+            with LocalRuntime() as rt:
+                rt.execute(wf.build())
+    assert db.count("Account") == 0
+
+
+def test_nested_blocks_are_savepoints(accounts):
+    db = accounts
+    with db.transaction():
+        db.create("Account", name="outer")
+        with pytest.raises(DuplicateKeyError):
+            with db.transaction():
+                db.create("Account", name="inner-undone")
+                db.create("Account", name="outer")
+        with db.transaction():
+            db.create("Account", name="inner-kept")
+        db.create("Account", name="after")
+    assert names(db) == ["after", "inner-kept", "outer"]
+
+
+def test_a_failure_caught_inside_the_block_dooms_it(accounts):
+    db = accounts
+    with pytest.raises(TransactionError):
+        with db.transaction():
+            db.create("Account", name="a")
+            try:
+                db.create("Account", name="a")
+            except DuplicateKeyError:
+                pass
+    assert db.count("Account") == 0
+
+
+def test_a_validation_error_before_any_sql_does_not_doom_the_block(accounts):
+    db = accounts
+    with db.transaction():
+        db.create("Account", name="a")
+        with pytest.raises(ValidationError):
+            db.create("Account", name=None)
+    assert names(db) == ["a"]
+
+
+class Recorder(Policy):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def after_commit(self, call, result, elapsed):
+        self.events.append((call.action, call.model))
+
+
+def test_after_commit_hooks_wait_for_the_outer_commit(accounts):
+    db = accounts
+    rec = db.executor.add(Recorder())
+    with db.transaction():
+        db.create("Account", name="a")
+        with db.transaction():
+            db.update("Account", {"name": "a"}, {"balance": 1})
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                db.create("Account", name="undone")
+                raise RuntimeError
+        assert rec.events == []
+    assert rec.events == [("create", "Account"), ("update", "Account")]
+    rec.events.clear()
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.create("Account", name="b")
+            raise RuntimeError
+    assert rec.events == []
+    db.count("Account")
+    assert rec.events == [("count", "Account")]
+
+
+def test_another_instance_inside_the_block_runs_on_its_own_connection(accounts, tmp_path):
+    db = accounts
+    with DataFlow(f"sqlite:///{tmp_path / 'other.db'}", node_prefix="Other") as other:
+        declare(other)
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                db.create("Account", name="a")
+                other.create("Account", name="elsewhere")
+                raise RuntimeError
+        assert db.count("Account") == 0
+        assert other.count("Account") == 1
+
+
+def test_pool_stats_and_the_pool_timeout_error(db_url, backend):
+    if backend == "sqlite":
+        with DataFlow(db_url) as db:
+            assert db.pool_stats()["backend"] == "sqlite"
+        pytest.skip("pool_size does not apply to SQLite")
+    with DataFlow(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2) as db:
+        declare(db)
+        db.migrate()
+        stats = db.pool_stats()
+        assert (stats["size"], stats["max_overflow"], stats["checked_out"]) == (1, 0, 0)
+        errors = []
+        with db.transaction():
+            db.create("Account", name="a")
+            assert db.pool_stats()["checked_out"] == 1
+
+            def other():
+                try:
+                    db.count("Account")
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(exc)
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+        assert len(errors) == 1 and isinstance(errors[0], PoolTimeoutError)
+        assert "pool_size=1" in str(errors[0]) and "all 1 connections" in str(errors[0])
+        assert errors[0].status == 503
+        assert db.count("Account") == 1
+        assert db.pool_stats()["checked_out"] == 0
+
+
+def test_not_found_inside_the_block_does_not_doom_it(accounts):
+    db = accounts
+    with db.transaction():
+        db.create("Account", name="a")
+        with pytest.raises(NotFoundError):
+            db.read("Account", 12345)
+        with pytest.raises(NotFoundError):
+            db.update("Account", {"name": "missing"}, {"balance": 1})
+    assert names(db) == ["a"]
+
+
+def test_a_workflow_declares_its_own_transaction(accounts):
+    db = accounts
+    for third, committed in (({"name": "third"}, True), ({"name": None}, False)):
+        db.bulk_delete("Account", {}, confirm_all=True)
+        outer = WorkflowBuilder()
+        outer.add_node("DataFlowTransactionNode", "tx", {"workflow": _workflow(third).build()})
+        with LocalRuntime() as rt:
+            results, _ = rt.execute(outer.build())
+        if committed:
+            assert results["tx"]["committed"] is True
+            assert results["tx"]["results"]["third"]["name"] == "third"
+            assert names(db) == ["first", "second", "third"]
+        else:
+            assert results["tx"]["failed"] is True and "TransactionError" in results["tx"]["error"]
+            assert "node(s) third" in results["tx"]["error"]
+            assert db.count("Account") == 0
