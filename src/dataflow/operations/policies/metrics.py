@@ -49,7 +49,7 @@ class MetricsPolicy(Policy):
 
         sql = call.state.get("sql")
         log.warning("slow operation: %s %s took %.1f ms (slow_query_ms=%g); filter %s; SQL: %s",
-                    call.binding.name, call.action, elapsed * 1000, self.slow * 1000,
+                    call.binding.name, call.action, elapsed * 1000, (self.slow or 0) * 1000,
                     _shape(call.filter) if call.filter else "{}",
                     " ".join(sql.split()) if sql else "(several statements)",
                     extra={"model": call.binding.name, "action": call.action, "elapsed_ms": elapsed * 1000})
