@@ -97,10 +97,14 @@ class BulkOperations(OperationsBase):
         return rows
 
     def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
+        # Multi-tenant: unique constraints are per tenant (tenant column first); records carry the tenant.
+        tenant = [b.spec.tenant] if b.spec.tenant else []
         if conflict_on:
             unknown = [c for c in conflict_on if c not in b.spec.fields]
             if unknown:
                 raise b.codec.unknown(unknown, "conflict_on")
+            if tenant and not _is_unique(b.table, conflict_on) and _is_unique(b.table, [*tenant, *conflict_on]):
+                conflict_on = [*tenant, *conflict_on]
             if not _is_unique(b.table, conflict_on):
                 # Else PostgreSQL and SQLite fail with a driver error and MySQL ignores the target.
                 raise ValidationError(f"{b.name}: conflict_on {list(conflict_on)} must be the primary key, a unique "
@@ -110,9 +114,9 @@ class BulkOperations(OperationsBase):
             return list(conflict_on)
         if b.pk.name in keys:
             return [b.pk.name]
-        uniques = [f.name for f in b.spec.fields.values() if f.unique]
+        uniques = [f.name for f in b.spec.fields.values() if f.unique and f.name != b.spec.tenant]
         if uniques:
-            return [uniques[0]]
+            return [*tenant, uniques[0]]
         raise ValidationError(f"{b.name}: say which fields identify a duplicate with 'conflict_on' "
                               f"(no primary key in the data and no unique field)", model=b.name)
 
