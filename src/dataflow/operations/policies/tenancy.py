@@ -119,8 +119,8 @@ class Tenancy(Policy):
         if not call.state.pop("tenant_guard", False):
             return
         b = call.binding
-        if call.action == "bulk_create" and call.options.get("on_conflict") == "error":
-            return  # a taken key fails the INSERT: nothing changes
+        if call.action == "bulk_create" and call.options.get("on_conflict") in ("error", "skip"):
+            return  # a taken key fails the INSERT or is skipped: nothing changes
         pk = b.pk.name
         keys = set()
         for row in call.data or ():
