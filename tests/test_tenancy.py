@@ -436,3 +436,59 @@ def test_an_existing_table_gains_the_tenant_column_by_migration(db_url):
         with db.tenant("acme"):
             assert db.create("User", name="new", email="a@x")["tenant_id"] == "acme"
     assert raw(db_url, "SELECT tenant_id, email FROM users ORDER BY id") == [("legacy", "a@x"), ("acme", "a@x")]
+
+
+# ---------------------------------------------------------------- PostgreSQL: row-level security
+@pytest.fixture
+def app_role_url(backend, db_url):
+    """The test database as an ordinary role (superusers are not bound by row-level security)."""
+    if backend != "postgresql":
+        pytest.skip("row-level security is PostgreSQL's")
+    import uuid
+
+    url = sa.make_url(parse_url(db_url))
+    role = f"df_app_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f'GRANT CONNECT, CREATE ON DATABASE "{url.database}" TO {role}')
+        conn.exec_driver_sql(f"GRANT ALL ON SCHEMA public TO {role}")
+    yield url.set(username=role).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP OWNED BY {role}")
+        conn.exec_driver_sql(f"DROP ROLE {role}")
+    admin.dispose()
+
+
+def test_postgresql_row_level_security_is_a_second_wall(app_role_url, db_url):
+    with DataFlow(app_role_url, multi_tenant=True) as db:
+        declare(db)
+        for t in TENANTS:
+            with db.tenant(t):
+                db.create("User", name=f"{t} a", email="a@x")
+                db.bulk_create("User", [{"name": f"{t} b", "email": "b@x"}])   # no COPY under RLS
+        policies = raw(db_url, "SELECT tablename FROM pg_policies WHERE policyname = 'dataflow_tenant' ORDER BY 1")
+        assert policies == [("posts",), ("users",)]
+        assert raw(db_url, "SELECT relforcerowsecurity FROM pg_class WHERE relname = 'users'") == [(True,)]
+
+        def hand_written(sql="SELECT name FROM users ORDER BY id"):
+            with db.engine.connect() as conn:  # DataFlow's engine, SQL of our own
+                return [r[0] for r in conn.exec_driver_sql(sql)]
+
+        with db.tenant("acme"):
+            assert hand_written() == ["acme a", "acme b"]
+            with pytest.raises(sa.exc.ProgrammingError, match="row-level security"), db.engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO users (name, email, tenant_id) VALUES ('x', 'x@x', 'globex')")
+            with db.engine.begin() as conn:  # an UPDATE of another tenant's rows finds none
+                assert conn.exec_driver_sql("UPDATE users SET name = 'x' WHERE tenant_id = 'globex'").rowcount == 0
+        with db.tenant("globex"):
+            assert hand_written() == ["globex a", "globex b"]
+            assert [u["name"] for u in db.list("User")] == ["globex a", "globex b"]
+        assert hand_written() == []                      # no tenant: no row (fail closed)
+        with db.tenant("acme"):
+            hand_written()
+        assert hand_written() == []                      # the setting ended with its transaction
+        with db.tenant(None, bypass=True):
+            assert len(hand_written()) == 4
+    assert raw(db_url, "SELECT tenant_id, name FROM users ORDER BY id") == [
+        ("acme", "acme a"), ("acme", "acme b"), ("globex", "globex a"), ("globex", "globex b")]

@@ -61,6 +61,9 @@ class DataFlowConfig:
     #: Multi-tenant: the value existing rows get when a migration adds the tenant column to a table
     #: that has rows (None: such a migration stops with a MigrationError asking for it).
     tenant_default: str | None = None
+    #: Multi-tenant on PostgreSQL: row-level security as a second wall (a policy per tenant table,
+    #: FORCE ROW LEVEL SECURITY, the tenant set with set_config(..., true) in every transaction).
+    tenant_rls: bool = True
     redis_url: str | None = None
     log_level: str | None = None
     enable_metrics: bool = False

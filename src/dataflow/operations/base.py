@@ -32,7 +32,7 @@ class OperationsBase:
         self.db = db
         self.executor = Executor(db)
         if db.config.multi_tenant:  # first: a call with no tenant is refused before any other policy acts
-            self.executor.add(Tenancy(db.config.tenant_field, db.config.tenant_header))
+            self.executor.add(Tenancy(db.config.tenant_field, db.config.tenant_header, db=db))
         self.executor.add(SoftDelete())
         self.executor.add(Versioning())
 

@@ -76,7 +76,9 @@ def _executemany(conn: sa.Connection, table: sa.Table, keys: Sequence[str], colu
 
 
 #: The bulk path of each backend.
-PATHS = {"postgresql": _pg_copy, "sqlite": _executemany, "mysql": _executemany}
+PATHS = {"postgresql": _pg_copy, "sqlite": _executemany, "mysql": _executemany,
+         # PostgreSQL refuses COPY FROM into a table with row-level security (multi-tenant instances).
+         "postgresql+rls": _executemany}
 
 
 def insert_columns(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str],

@@ -20,6 +20,7 @@ layer from the ``tenant_header`` of a request. For each call on a model with a t
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -43,10 +44,13 @@ class Tenancy(Policy):
 
     name = "tenancy"
 
-    def __init__(self, field: str = "tenant_id", header: str = "X-Tenant-ID") -> None:
+    def __init__(self, field: str = "tenant_id", header: str = "X-Tenant-ID", *, db: Any = None) -> None:
         self.field = field
         self.header = header      # the web layer reads the tenant from this request header
         self._builders: dict[str, Any] = {}
+        #: PostgreSQL row-level security (the second wall), when the instance runs on PostgreSQL.
+        self.rls = RowLevelSecurity(db) if db is not None and db.backend == "postgresql" and \
+            db.config.tenant_rls else None
 
     # ------------------------------------------------------------------ plan
     def plan(self, call: Call) -> None:
@@ -55,6 +59,10 @@ class Tenancy(Policy):
             return
         field, ctx = spec.tenant, call.ctx
         tenant = ctx.tenant
+        if self.rls is not None:
+            self.rls.ensure(call.binding.table.name)
+            call.in_transaction = True   # the tenant is set inside the statement's transaction
+            call.state["rls"] = True     # bulk loads: COPY FROM is refused on such tables
         if tenant is None:
             if not ctx.tenant_bypass:
                 raise TenantError(f"{call.model} {_label(call)} refused: no tenant is set and {call.model} is "
@@ -138,6 +146,90 @@ class Tenancy(Policy):
             if conn.execute(stmt).scalar_one():
                 raise TenantError(f"{call.model} {_label(call)} refused: a record names the {pk} of a record "
                                   f"that belongs to another tenant", model=call.model, field=pk)
+
+
+# ---------------------------------------------------------------------- PostgreSQL: the second wall
+RLS_POLICY = "dataflow_tenant"
+TENANT_SETTING = "dataflow.tenant"
+BYPASS_SETTING = "dataflow.bypass"
+
+
+class RowLevelSecurity:
+    """Row-level security on every tenant table, fed by the context in every transaction.
+
+    Each tenant table gets ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` (so the owner, the role
+    DataFlow migrates with, is bound too) and one policy: rows whose tenant column equals
+    ``current_setting('dataflow.tenant')``, or every row while ``dataflow.bypass`` is ``on``; for
+    reads (USING) and for written rows (WITH CHECK). At the start of every transaction on the
+    instance's engine (DataFlow's own and hand-written SQL through ``db.engine`` alike) the current
+    context's tenant is set with ``set_config(..., true)``: local to that transaction, so nothing
+    leaks through the pool. No tenant set: the empty string, which matches no row (fail closed).
+    Superusers and BYPASSRLS roles are not bound by any policy: that is logged once.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.installed: set[str] = set()
+        self._lock = threading.Lock()
+        sa.event.listen(db.engine, "begin", self._on_begin)
+
+    @staticmethod
+    def _on_begin(conn: sa.Connection) -> None:
+        ctx = current()
+        # On the driver connection: the statement opens the transaction the caller's statements join.
+        conn.connection.driver_connection.execute(
+            "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+            (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
+
+    def ensure(self, table: str) -> None:
+        """Install the policies of every tenant table, once per instance (and again for new models)."""
+        if table in self.installed:
+            return
+        with self._lock:
+            if table in self.installed:
+                return
+            db = self.db
+            db.ensure_ready()
+            specs = [s for s in db.specs.values() if s.tenant and s.table not in self.installed]
+            if db.config.existing_schema_mode:
+                log.warning("existing_schema_mode: DataFlow does not install row-level security on %s; "
+                            "the tenant condition in every statement is the only wall", ", ".join(
+                                s.table for s in specs))
+            else:
+                try:
+                    with db.engine.begin() as conn:
+                        for spec in specs:
+                            self._install(conn, spec.table, spec.tenant)
+                        bypasses = conn.exec_driver_sql(
+                            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").scalar()
+                except (sa.exc.SQLAlchemyError, *db.driver_errors) as exc:
+                    from ...driver_errors import translate
+                    from ...errors import MigrationError
+
+                    err = translate(exc, action="install row-level security", where=db.safe_url)
+                    raise MigrationError(f"Could not install row-level security on the tenant tables ({err.message}); "
+                                         f"the role DataFlow connects with must own them, or set tenant_rls=False",
+                                         original=err.original) from None
+                if bypasses:
+                    log.warning("row-level security is installed, but the database role DataFlow connects with "
+                                "is a superuser or has BYPASSRLS, which no policy binds: connect as an ordinary "
+                                "role for the second wall to hold")
+            self.installed |= {s.table for s in specs} | {table}
+
+    @staticmethod
+    def _install(conn: sa.Connection, table: str, field: str) -> None:
+        q = conn.dialect.identifier_preparer
+        t, col = q.quote(table), q.quote(field)
+        row = conn.exec_driver_sql("SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+                                   "WHERE oid = to_regclass(%s)", (q.format_table(sa.table(table)),)).first()
+        if row is not None and not row[0]:
+            conn.exec_driver_sql(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
+        if row is not None and not row[1]:
+            conn.exec_driver_sql(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
+        rule = (f"({col} = current_setting('{TENANT_SETTING}', true) "
+                f"OR current_setting('{BYPASS_SETTING}', true) = 'on')")
+        conn.exec_driver_sql(f"DO $$ BEGIN CREATE POLICY {RLS_POLICY} ON {t} USING {rule} WITH CHECK {rule}; "
+                             f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
 
 
 # ---------------------------------------------------------------------- the context
