@@ -177,9 +177,12 @@ class RowLevelSecurity:
     def _on_begin(conn: sa.Connection) -> None:
         ctx = current()
         # On the driver connection: the statement opens the transaction the caller's statements join.
-        conn.connection.driver_connection.execute(
-            "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
-            (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                           (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
+        finally:
+            cursor.close()
 
     def ensure(self, table: str) -> None:
         """Install the policies of every tenant table, once per instance (and again for new models)."""
