@@ -17,4 +17,7 @@ PY
   export DATAFLOW_TEST_URLS="$urls"
 fi
 echo "DATAFLOW_TEST_URLS=$DATAFLOW_TEST_URLS"
+# Lint and types first (configured in pyproject.toml; both start clean and must stay clean).
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

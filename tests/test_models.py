@@ -2,7 +2,6 @@
 
 import itertools
 import typing
-from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Optional
 from uuid import UUID, uuid4

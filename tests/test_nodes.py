@@ -1,6 +1,5 @@
 """Generated Kailash nodes: registered names, parameters and result shapes under LocalRuntime, errors."""
 
-import re
 import time
 import warnings
 from typing import Annotated

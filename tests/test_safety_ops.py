@@ -234,7 +234,9 @@ def test_iterating_a_query_streams_in_batches(db):
     db.bulk_create("Row", [{"n": i} for i in range(2500)])
     seen = [r["n"] for r in db.query("Row").where({"n": {"$gte": 10}}).sort({"n": 1})]
     assert seen == list(range(10, 2500))
-    assert len(db.query("Row").where({"n": {"$lt": 100}}).skip(10).limit(50)) == 50
+    with pytest.raises(ValidationError, match=r"^len\(\) of a query on 'Row' is not defined: use \.count\(\)"):
+        len(db.query("Row"))
+    assert len(list(db.query("Row").where({"n": {"$lt": 100}}).skip(10).limit(50))) == 50
     assert sum(1 for _ in db.stream("Row", {"n": {"$lt": 1500}}, batch=100)) == 1500
 
 
@@ -271,3 +273,12 @@ def test_model_info_shows_max_length_on_strings_only(owned):
     info = owned.get_model_info("Doc")["fields"]
     assert info["title"]["max_length"] == 255
     assert "max_length" not in info["created_at"] and "max_length" not in info["id"]
+
+
+def test_wrong_kinds_of_names_and_records_are_refused(owned):
+    from dataflow import ModelError
+
+    with pytest.raises(ModelError, match=r"^a model or table name must be a non-empty string, got NoneType"):
+        owned.query(None).all()
+    with pytest.raises(ValidationError, match=r"^Doc: a record must be a dict, got list"):
+        owned.create("Doc", [1, 2])

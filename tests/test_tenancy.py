@@ -301,7 +301,7 @@ def test_no_tenant_fails_closed_on_every_action(tdb, db_url):
         "to_sql": lambda: db.query("users").to_sql(),
         "include from a scoped model": lambda: db.list("Post", include=["author"]),
     }
-    for what, attempt in attempts.items():
+    for attempt in attempts.values():
         with pytest.raises(TenantError, match=r"refused: no tenant is set"):
             attempt()
         with db.tenant(None), pytest.raises(TenantError):  # an explicit "no tenant" is the same

@@ -13,7 +13,7 @@ import pytest
 from kailash.runtime.local import LocalRuntime
 from kailash.workflow.builder import WorkflowBuilder
 
-from dataflow import DataFlowError, Field, ValidationError
+from dataflow import Field, ValidationError
 
 UTC = timezone.utc
 IST = timezone(timedelta(hours=5, minutes=30))

@@ -42,6 +42,23 @@ class Binding:
         return list(self.table.columns)[0]
 
     @property
+    def model_spec(self) -> ModelSpec:
+        """The model's spec; an operation that changes records asks for a modelled binding first."""
+        if self.spec is None:
+            from .errors import ModelError
+
+            raise ModelError(f"{self.name} is a table DataFlow did not create; declare a model to change it",
+                             model=self.name)
+        return self.spec
+
+    @property
+    def model_codec(self) -> Codec:
+        """The model's input checks (see ``model_spec``)."""
+        if self.codec is None:
+            return Codec(self.model_spec)  # raises for an unmodelled table
+        return self.codec
+
+    @property
     def columns(self) -> list[str]:
         return [c.name for c in self.table.columns]
 

@@ -42,6 +42,8 @@ def load_target(target: str) -> Any:
             raise UsageError(f"no file {module_name!r}")
         sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot load {module_name!r} as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Exit codes: 0 done, 1 error, 2 usage.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done (INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    target = dict(metavar="MODULE:db", help="the DataFlow instance, e.g. myapp.models:db or app.py:db")
+    target: dict[str, Any] = dict(metavar="MODULE:db", help="the DataFlow instance, e.g. myapp.models:db or app.py:db")
 
     migrate = commands.add_parser("migrate", help="bring the database up to date with the models")
     migrate.add_argument("target", **target)

@@ -72,18 +72,68 @@ def _classify(orig: BaseException | None) -> type[DataFlowError] | None:
     return None
 
 
+#: Where drivers quote a stored or given value in their message: the value is cut out. PostgreSQL's
+#: DETAIL line ("Key (code)=(jane@example.com) is duplicated") is never used at all.
+VALUE_QUOTES = [
+    (re.compile(r"entry '.*?' for key", re.S), "entry for key"),                 # MySQL 1062
+    (re.compile(r"(value|values?):? '.*?'( for| at|$)", re.S), r"\1\2"),          # MySQL 1366, 1292, ...
+    (re.compile(r"(invalid input (?:syntax|value) for [^:]*): .*$", re.S), r"\1"),  # PostgreSQL 22P02
+    (re.compile(r'value ".*?" is out of range', re.S), "value is out of range"),  # PostgreSQL 22003
+    (re.compile(r"(Key|key) \(.*?\)=\(.*?\)", re.S), r"\1"),                    # PostgreSQL detail style
+]
+
+
+def _redact(text: str) -> str:
+    for pattern, replacement in VALUE_QUOTES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _detail(orig: BaseException | None) -> str:
-    """The driver's own one-line message, without the SQL or bound values."""
+    """The driver's own one-line message, without the SQL, bound values or quoted row values."""
     if orig is None:
         return ""
     diag = getattr(orig, "diag", None)  # psycopg: primary message and detail, no parameters
     if diag is not None and getattr(diag, "message_primary", None):
-        return diag.message_primary
+        return _redact(diag.message_primary)
     args = getattr(orig, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         # MySQL quotes the offending value ("Duplicate entry 'a@b.c' for key ..."): keep it out.
-        return re.sub(r"entry '.*' for key", "entry for key", str(args[1]), flags=re.S)
-    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+        return _redact(str(args[1]).splitlines()[0] if str(args[1]) else "")
+    text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    return _redact(text)
+
+
+# Statements the database (or driver) refused for their size, which drivers report like a lost link.
+PG_PARAMETER_LIMIT = re.compile(r"number of parameters must be between", re.I)
+MYSQL_PACKET_TOO_LARGE = 1153       # ER_NET_PACKET_TOO_LARGE
+MYSQL_GONE_WHILE_SENDING = re.compile(r"ConnectionResetError|BrokenPipeError|Broken pipe", re.I)
+
+
+def _too_large(orig: BaseException, who: str, model: str | None) -> DataFlowError | None:
+    """The error for a statement too large for the database, or None when that is not the cause."""
+    args = getattr(orig, "args", ())
+    text = str(orig)
+    if "psycopg" in type(orig).__module__ and PG_PARAMETER_LIMIT.search(text):
+        # psycopg refuses before sending: the protocol counts parameters in 16 bits.
+        return ValidationError(
+            f"{who} refused: the statement needs more than 65,535 parameters, PostgreSQL's limit for one "
+            "statement (a very long $in list or too many values in one call); nothing was sent. Use fewer "
+            "values per call (split the list) or filter another way", model=model, original=orig)
+    if args and isinstance(args[0], int):
+        if args[0] == MYSQL_PACKET_TOO_LARGE:
+            return ValidationError(
+                f"{who} refused: the statement with its values is larger than the server's max_allowed_packet; "
+                "send smaller values or fewer rows per call, or raise max_allowed_packet on the server",
+                model=model, original=orig)
+        if args[0] in (2006, 2013) and MYSQL_GONE_WHILE_SENDING.search(text):
+            return DatabaseError(
+                f"{who} failed: the MySQL server closed the connection while the statement was being sent. "
+                "The usual cause is a statement larger than the server's max_allowed_packet (a very large "
+                "value, or too many rows in one call): send smaller values or fewer rows per call, or raise "
+                "max_allowed_packet on the server. If the statement was small, the server went away",
+                model=model, original=orig)
+    return None
 
 
 def translate(exc: BaseException, *, model: str | None = None, action: str = "operation",
@@ -102,6 +152,9 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         what = f" ({field})" if field else ""
         msg = f"{who} refused by the database{what}: {_HINT.get(cls, 'a constraint failed')} ({detail})"
         return cls(msg, model=model, field=field, original=orig)
+    too_large = _too_large(orig, who, model)
+    if too_large is not None:
+        return too_large
     if getattr(exc, "connection_invalidated", False) or _is_link_error(orig, kinds):
         place = f" at {where}" if where else ""
         return DatabaseUnavailableError(f"{who} failed: the database{place} is unreachable or the connection was lost "
@@ -109,6 +162,11 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
                              model=model, original=orig)
     return DatabaseError(f"{who} failed in the database driver: {type(orig).__name__}: {_detail(orig)}",
                          model=model, original=orig)
+
+
+def driver_message(exc: BaseException, action: str = "operation") -> str:
+    """The translated message for ``exc``: what failed, without the row values the driver quoted."""
+    return translate(exc, action=action).message
 
 
 _FIELD_PATTERNS = [

@@ -72,6 +72,7 @@ class FieldSpec:
     references: str | None = None
     on_delete: str | None = None
     auto: str | None = None  # "created_at" / "updated_at" / "tenant": kept by DataFlow
+    added: bool = False  # not declared by the model: DataFlow adds it (timestamps, version, deleted_at)
 
     @property
     def has_default(self) -> bool:
@@ -198,7 +199,7 @@ def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_defaul
             raise ModelError(
                 f"{model}.{name}: '{name}' is reserved for node parameters; rename the field "
                 f"(reserved: {', '.join(sorted(RESERVED_FIELDS))})", model=model, field=name)
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or len(name) > 63:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) or len(name) > MAX_NAME_BYTES:
             raise ModelError(f"{model}.{name}: field names must be identifiers of at most 63 characters",
                              model=model, field=name)
         pytype, nullable, opts = _unwrap(name, model, hints[name])
@@ -245,7 +246,7 @@ def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_defaul
     ordered = {pk: fields.pop(pk), **fields}
     # Fields DataFlow adds; __dataflow__ "indexes"/"unique" may name them too.
     def kept(name: str, pytype: type, **kw: Any) -> FieldSpec:
-        return FieldSpec(name, pytype, index=name in index_fields, unique=name in unique_fields, **kw)
+        return FieldSpec(name, pytype, index=name in index_fields, unique=name in unique_fields, added=True, **kw)
 
     if options.get("timestamps", True):
         for ts in TIMESTAMP_FIELDS:  # always set by DataFlow: NOT NULL, so an index on them serves sorts
@@ -266,6 +267,29 @@ def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_defaul
     for fname in fks:
         if fname not in ordered:
             raise ModelError(f"{model}: foreign_keys names unknown field {fname!r}", model=model, field=fname)
-    return ModelSpec(name=model, table=options.get("table") or getattr(cls, "__tablename__", None)
-                     or table_name_for(model), fields=ordered, primary_key=pk, options=options, cls=cls,
+    table = options.get("table") or getattr(cls, "__tablename__", None) or table_name_for(model)
+    _check_table_name(model, table)
+    app = options.get("app")
+    if app is not None and not (isinstance(app, str) and app.strip()):
+        raise ModelError(f"{model}: __dataflow__['app'] must be a non-empty string naming the app the model "
+                         f"belongs to; got {type(app).__name__}", model=model)
+    return ModelSpec(name=model, table=table, fields=ordered, primary_key=pk, options=options, cls=cls,
                      tenant=tenant)
+
+
+#: Identifier characters only, as for field names: the name is written into SQL (DDL, index names,
+#: the migration history) on every database. 63 bytes is PostgreSQL's limit (MySQL allows 64), so
+#: a longer name would be cut there and the table not found again on the next start.
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NAME_BYTES = 63
+
+
+def _check_table_name(model: str, table: Any) -> None:
+    if not isinstance(table, str) or not TABLE_NAME.fullmatch(table):
+        what = f"a {type(table).__name__}" if not isinstance(table, str) else "a name with other characters"
+        raise ModelError(f"{model}: the table name must be an identifier (letters, digits and _, not starting "
+                         f"with a digit); got {what}. Set __tablename__ or __dataflow__['table'] to one",
+                         model=model)
+    if len(table.encode()) > MAX_NAME_BYTES:
+        raise ModelError(f"{model}: the table name has {len(table.encode())} characters; at most {MAX_NAME_BYTES} "
+                         "work on every database. Set a shorter __tablename__", model=model)

@@ -9,7 +9,7 @@ owns the pool and the type processing; this module only skips the per-call bookk
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -26,7 +26,7 @@ class Prepared:
     """SQL text with positional parameters, how to fill them, and how to read the result."""
 
     sql: str
-    compiled: sa.engine.Compiled
+    compiled: Any                                  # a positional SQLCompiler (its internals are used)
     names: tuple[str, ...]                         # parameter names in placeholder order
     binds: tuple[Processor | None, ...]            # per placeholder
     keys: tuple[str, ...]                          # result columns ("" when no rows come back)
@@ -38,7 +38,9 @@ class Prepared:
         """The SQL and the positional values the driver gets for ``params``."""
         if self.expanding:  # one placeholder per list item: SQLAlchemy expands the text for these values
             state = self.compiled.construct_expanded_state(params)
-            procs = state.processors
+            # The expanded state carries processors for the IN list's elements only: the other
+            # parameters keep the statement's own (a case-insensitive regex's flag beside an IN).
+            procs = {**self.compiled._bind_processors, **state.processors}
             return state.statement, tuple([
                 v if v is None or procs.get(n) is None else procs[n](v)
                 for n, v in ((n, state.parameters[n]) for n in state.positiontup)])
@@ -48,7 +50,7 @@ class Prepared:
 
     results: tuple[Processor | None, ...] | None = None  # per result column, set on first use
 
-    def records(self, rows: list[tuple], description: Any = None) -> list[dict[str, Any]]:
+    def records(self, rows: Sequence[Any], description: Any = None) -> list[dict[str, Any]]:
         if self.results is None:
             # Some processors depend on the type the driver reports (PostgreSQL numerics).
             dialect, codes = self.compiled.dialect, [d[1] for d in description or ()] or [None] * len(self.keys)
@@ -58,17 +60,17 @@ class Prepared:
         pairs = [(i, p) for i, p in enumerate(self.results) if p is not None]
         if pairs and rows:
             # Column by column: each processor mapped over its column (processors take None).
-            columns = list(zip(*rows))
+            columns: list[Any] = list(zip(*rows))
             for i, p in pairs:
                 columns[i] = map(p, columns[i])
-            rows = zip(*columns)
+            rows = list(zip(*columns))
         return [dict(zip(keys, row)) for row in rows]
 
 
 def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
     """Compile ``stmt`` once for ``dialect`` with positional placeholders."""
     twin = positional_dialect(dialect)
-    compiled = stmt.compile(dialect=twin)
+    compiled: Any = stmt.compile(dialect=twin)
     names = tuple(compiled.positiontup or ())
     binds = tuple(compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
     columns = list(getattr(stmt, "selected_columns", ()) or getattr(stmt, "_returning", ()) or ())
@@ -87,7 +89,7 @@ def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tu
     facts = db.facts
     conn = db.engine.raw_connection()
     cursor = None
-    driver = conn.driver_connection
+    driver: Any = conn.driver_connection
     autocommit = prepared.read_only and facts.autocommit_reads
     try:
         if autocommit and facts.toggle_autocommit:
@@ -103,7 +105,8 @@ def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tu
         return rows, description
     except BaseException as exc:
         try:
-            if isinstance(exc, db.driver_errors) and db.engine.dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
+            if isinstance(exc, db.driver_errors) and db.engine.dialect.is_disconnect(
+                    exc, conn.dbapi_connection, cursor):  # type: ignore[arg-type]  # a DB-API error, checked
                 invalidate_pool(db, conn, exc)
             else:
                 driver.rollback()

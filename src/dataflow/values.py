@@ -2,13 +2,19 @@
 
 One converter per field is built once per model, so a bulk load of 100,000 rows pays one
 dict lookup and one call per value.
+
+Limits on values (``ValidationError`` beyond them, the same on every database): strings hold
+Unicode characters only (a lone surrogate such as ``"\\ud800"`` is refused: no database can store
+it); JSON values nest at most ``MAX_JSON_DEPTH`` (31) objects/arrays deep (MariaDB's limit), hold at
+most ``MAX_JSON_ITEMS`` (1,000,000) values, have string keys only (``{1: "x"}`` is refused, not
+stored as ``{"1": "x"}``) and finite numbers; datetimes must lie within years 1..9999 in UTC.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 import uuid
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation
@@ -22,6 +28,56 @@ from .models import FieldSpec, ModelSpec
 
 UTC = timezone.utc
 INT64 = (-(2**63), 2**63 - 1)
+MAX_JSON_DEPTH = 31  # nested objects/arrays: MariaDB refuses a 32nd level
+MAX_JSON_ITEMS = 1_000_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone surrogate (no database can store it; UTF-8 cannot encode it)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, leaves: tuple = ()) -> str | None:
+    """None when ``value`` is strict JSON within the limits; else what is wrong, by kind only.
+
+    Iterative (no recursion), so a document nested 10,000 deep is refused, not a RecursionError.
+    ``leaves``: more types taken as scalars (filters accept dates, UUIDs and Decimals in JSON).
+    """
+    stack = [(value, 0)]
+    items = 0
+    while stack:
+        v, depth = stack.pop()
+        items += 1
+        if items > MAX_JSON_ITEMS:
+            return f"more than {MAX_JSON_ITEMS:,} values"
+        if isinstance(v, str):
+            if has_surrogate(v):
+                return "a string with a lone surrogate (not a Unicode character)"
+        elif v is None or isinstance(v, (bool, int)):
+            continue
+        elif isinstance(v, float):
+            if not isfinite(v):
+                return "a number that is not finite (NaN or infinity)"
+        elif leaves and isinstance(v, leaves):
+            if isinstance(v, Decimal) and not v.is_finite():
+                return "a number that is not finite (NaN or infinity)"
+        elif isinstance(v, dict):
+            if depth >= max_depth:
+                return f"objects/arrays nested more than {max_depth} levels deep"
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    return f"an object key of type {type(k).__name__} (JSON keys are strings)"
+                if has_surrogate(k):
+                    return "an object key with a lone surrogate (not a Unicode character)"
+                stack.append((x, depth + 1))
+        elif isinstance(v, (list, tuple)):
+            if depth >= max_depth:
+                return f"objects/arrays nested more than {max_depth} levels deep"
+            stack.extend((x, depth + 1) for x in v)
+        else:
+            return f"a {type(v).__name__}, which is not a JSON value"
+    return None
 
 Converter = Callable[[Any], Any]
 
@@ -91,7 +147,12 @@ def _datetime(v: Any) -> datetime:
             raise _Bad("a datetime or ISO 8601 string") from None
     if not isinstance(v, datetime):
         raise _Bad("a datetime or ISO 8601 string")
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    if v.tzinfo is None:
+        return v.replace(tzinfo=UTC)
+    try:
+        return v.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise _Bad("a datetime within years 1..9999 in UTC") from None
 
 
 def _date(v: Any) -> date:
@@ -131,26 +192,24 @@ def _json_of(kind: type, what: str) -> Converter:
     def conv(v: Any) -> Any:
         if not isinstance(v, kind):
             raise _Bad(what)
-        if not _is_json(v):
-            raise _Bad(f"{what} of JSON values only (str, finite number, bool, None, list, dict)")
+        problem = json_problem(v)
+        if problem is not None:
+            raise _Bad(f"{what} of JSON values only (str, finite number, bool, None, list, dict with "
+                       f"string keys); found {problem}")
         return v
     return conv
 
 
 def _is_json(v: Any) -> bool:
-    """True when ``v`` encodes as strict JSON (the column's serializer would fail or store NaN otherwise)."""
-    try:
-        json.dumps(v, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
+    """True when ``v`` is strict JSON within the limits (see ``json_problem``)."""
+    return json_problem(v) is None
 
 
 def _str_for(f: FieldSpec) -> Converter:
     limit = f.max_length
 
     def conv(v: Any) -> str:
-        if type(v) is str and (limit is None or len(v) <= limit):
+        if type(v) is str and (limit is None or len(v) <= limit) and (v.isascii() or not has_surrogate(v)):
             return v
         if type(v) is not str:
             if not isinstance(v, str):
@@ -158,6 +217,8 @@ def _str_for(f: FieldSpec) -> Converter:
             v = str(v)
         if limit is not None and len(v) > limit:
             raise _Bad(f"a string of at most {limit} characters (got {len(v)})")
+        if has_surrogate(v):
+            raise _Bad("a string of Unicode characters (this one holds a lone surrogate)")
         return v
     return conv
 
@@ -185,7 +246,8 @@ def _fast_ok(f: FieldSpec, col: list) -> list | None:
     types = set(map(type, col))
     t = f.pytype
     if t is str:
-        if types == {str} and (f.max_length is None or max(map(len, col)) <= f.max_length):
+        if types == {str} and (f.max_length is None or max(map(len, col)) <= f.max_length) \
+                and not any(map(has_surrogate, col)):
             return col
     elif t is int:
         if types == {int} and min(col) >= INT64[0] and max(col) <= INT64[1]:

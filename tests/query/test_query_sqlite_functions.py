@@ -27,8 +27,8 @@ def test_like_is_case_sensitive(conn):
     assert one(conn, "SELECT 'John' LIKE 'J%'") == 1
 
 
-def test_regexp_takes_patterns_rendered_for_python(conn):
-    pattern = regex.render("^jo.n$", True, "python")
+def test_regexp_takes_patterns_rendered_for_sqlite(conn):
+    pattern = regex.render("^jo.n$", True, "sqlite")
     assert one(conn, "SELECT df_regexp(?, 'JOHN')", pattern) == 1
     assert one(conn, "SELECT df_regexp(?, 'JOHNNY')", pattern) == 0
     assert one(conn, "SELECT df_regexp(?, NULL)", pattern) is None

@@ -32,6 +32,8 @@ class Backend:
     retry_errnos: frozenset[int] = frozenset()
     #: SQLSTATEs meaning the same (PostgreSQL serialization failure, deadlock).
     retry_sqlstates: frozenset[str] = frozenset()
+    #: INSERT ... ON DUPLICATE KEY UPDATE fires on ANY unique key, not only the conflict target (MySQL).
+    upsert_any_unique: bool = False
     #: Largest identifier, in bytes.
     max_identifier: int = 63
 
@@ -44,7 +46,7 @@ BACKENDS: dict[str, Backend] = {
                           retry_sqlstates=frozenset({"40001", "40P01"})),
     "mysql": Backend("mysql", autocommit_reads=False, explicit_begin=False, toggle_autocommit=False,
                      row_locks=True, begin_immediate=False, sequences=False, returning_needs_sequence_fix=False,
-                     retry_errnos=frozenset({1213, 1205}), max_identifier=64),
+                     retry_errnos=frozenset({1213, 1205}), upsert_any_unique=True, max_identifier=64),
 }
 
 

@@ -72,6 +72,10 @@ class DataFlowConfig:
     #: Prefix of this instance's node names (``"Shop"`` -> ``ShopUserCreateNode``): lets two
     #: instances declare the same model in one process.
     node_prefix: str = ""
+    #: Label of this application's models in ``dataflow_migrations``: a destructive migration only
+    #: ever drops tables that models with the same label created (``__dataflow__ = {"app": ...}``
+    #: labels one model).
+    app: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -148,7 +152,7 @@ class DataFlowConfig:
             raw = os.environ.get(f"DATAFLOW_{f.name.upper()}")
             if raw is None:
                 continue
-            kind = type(f.default) if f.default is not None else str
+            kind: Any = type(f.default) if f.default is not None else str
             try:
                 value = (raw.strip().lower() in _TRUE) if kind is bool else kind(raw)
             except ValueError:

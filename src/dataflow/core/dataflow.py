@@ -39,12 +39,14 @@ class DataFlow:
         self.config = DataFlowConfig.build(config, database_url=database_url, **settings)
         if self.config.log_level:
             logging.getLogger("dataflow").setLevel(self.config.log_level.upper())
-        self.url = parse_url(self.config.database_url)
+        self.url = parse_url(self.config.database_url or "")
         self.backend = backend_of(self.url)
         self.facts = backend_facts(self.backend)
         self.safe_url = safe_url(self.url)
         self.engine: sa.Engine = create_engine(self.config)
         self.driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
+        #: What a database call may raise before translation: SQLAlchemy's errors and the driver's.
+        self.catchable: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, *self.driver_errors)
         self.metadata = sa.MetaData()
         self.operations = Operations(self)
         self._specs: dict[str, ModelSpec] = {}
@@ -84,8 +86,9 @@ class DataFlow:
             self._nodes[spec.name] = nodes
             self._ready = False
         ref = weakref.ref(self)  # the class must not keep the instance alive (nodes.py holds it weakly too)
-        cls.query_builder = classmethod(lambda c, _n=spec.name: _live(ref, _n).query_builder(_n))
-        cls.__dataflow_spec__ = spec
+        declared: Any = cls  # the user's class gains two attributes
+        declared.query_builder = classmethod(lambda c, _n=spec.name: _live(ref, _n).query_builder(_n))
+        declared.__dataflow_spec__ = spec
         return cls
 
     def _rebuild(self) -> None:
@@ -125,8 +128,15 @@ class DataFlow:
 
     def binding(self, name: str, *, modelled: bool = False) -> Binding:
         """The model (by class or table name) or, unless ``modelled``, a reflected table."""
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"a model or table name must be a non-empty string, got {type(name).__name__}")
         model = self._names.get(name)
         if model is not None:
+            if self.config.existing_schema_mode and not self._ready:
+                # The live tables decide the automatic timestamps (schema/lifecycle.py): check them
+                # before an operation builds anything from this binding.
+                self.ensure_ready()
+                model = self._names.get(name, model)
             return self._bindings[model]
         if modelled:
             raise ModelError(f"No model named {name!r}; declared models: {', '.join(self._specs) or 'none'}",
@@ -143,8 +153,8 @@ class DataFlow:
             except sa_exc.NoSuchTableError:
                 raise ModelError(f"No model or table named {name!r}; declared models: "
                                  f"{', '.join(self._specs) or 'none'}", model=name) from None
-            except (sa_exc.SQLAlchemyError, *self.driver_errors) as exc:
-                raise translate(exc, model=name, action="reflect", where=self.safe_url) from exc
+            except self.catchable as exc:
+                raise translate(exc, model=name, action="reflect", where=self.safe_url) from None
             b = Binding(name=name, table=table)
             self._reflected[name] = b
             return b
@@ -251,7 +261,7 @@ class DataFlow:
     def get_model_info(self, name: str) -> dict[str, Any]:
         """Fields, types, table, nodes and relations of a model."""
         b = self.binding(name, modelled=True)
-        spec = b.spec
+        spec = b.model_spec
         return {
             "name": spec.name,
             "table": spec.table,
@@ -276,6 +286,8 @@ class DataFlow:
     # ------------------------------------------------------------------ direct API
     def create(self, model: str, data: Mapping[str, Any] | None = None, **fields: Any) -> dict:
         """Insert one record and return it."""
+        if data is not None and not isinstance(data, Mapping):
+            raise ValidationError(f"{model}: a record must be a dict, got {type(data).__name__}", model=str(model))
         return self.operations.create(model, {**(data or {}), **fields})
 
     def read(self, model: str, id: Any = None, *, filter: Mapping | None = None,

@@ -8,10 +8,9 @@ transaction; a bulk method is all-or-nothing. Results are records of native Pyth
 from .base import DEFAULT_BATCH, DEFAULT_LIMIT, ON_CONFLICT
 from .bulk import BulkOperations
 from .records import RecordOperations
-from .relations import RelationOperations
 
 
-class Operations(RecordOperations, BulkOperations, RelationOperations):
+class Operations(RecordOperations, BulkOperations):
     """The operations layer of one ``DataFlow`` instance."""
 
 

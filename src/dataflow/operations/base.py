@@ -45,7 +45,7 @@ class OperationsBase:
         if not isinstance(error, ForeignKeyError):
             return error
         b, action = call.binding, call.action.replace("_", " ")
-        refs = {f.name: f.references for f in b.spec.fields.values() if f.references} if b.spec else {}
+        refs = {f.name: f.references for f in b.model_spec.fields.values() if f.references} if b.spec else {}
         if action.endswith("delete"):
             incoming = [f"{r.target}.{r.remote}" for r in b.relations.values() if r.many]
             msg = (f"{b.name} {action} refused: other records still refer to it ({', '.join(incoming) or 'a foreign key'}); "
@@ -161,7 +161,7 @@ class OperationsBase:
         Without this, the next automatic key collides with a stored one (``create(id=1)`` then
         ``create()`` raised a DuplicateKeyError). SQLite and MySQL continue after the largest key already.
         """
-        if not self.db.facts.sequences or not b.codec.auto_pk or b.pk.name not in keys:
+        if not self.db.facts.sequences or not b.model_codec.auto_pk or b.pk.name not in keys:
             return
         q = conn.dialect.identifier_preparer
         table, pk = q.format_table(b.table), q.quote(b.pk.name)
@@ -195,13 +195,13 @@ def _is_unique(table: sa.Table, names: Sequence[str]) -> bool:
 
 def _version_of(b: Binding) -> str | None:
     """The column an upsert increments on the records it changes: ``version`` on a versioned model."""
-    return "version" if b.spec.versioned else None
+    return "version" if b.model_spec.versioned else None
 
 
 def _join_fields(fields: Sequence[str] | None, rels: Sequence[Relation]) -> tuple[list[str] | None, list[str]]:
     """``fields`` plus the columns the relations join on, and those added (left out of the results)."""
     if not fields:
-        return fields, []
+        return None, []
     hidden = list(dict.fromkeys(r.local for r in rels if r.local not in fields))
     return [*fields, *hidden], hidden
 

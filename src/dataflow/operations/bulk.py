@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import sqlalchemy as sa
 
 from ..binding import Binding
-from ..errors import ValidationError
+from ..errors import DuplicateKeyError, ValidationError
 from ..schema.bulk import insert_columns, insert_rows
 from ..schema.upsert import insert_on_conflict
 from .base import DEFAULT_BATCH, ON_CONFLICT, UTC, OperationsBase, _chunks, _group_by_keys, _is_unique, _version_of
@@ -40,11 +40,11 @@ class BulkOperations(OperationsBase):
         data = _stamped(call)
         now = datetime.now(UTC)
         if on_conflict == "error" and not return_ids and data:
-            fast = b.codec.insert_columns(data, now)
+            fast = b.model_codec.insert_columns(data, now)
             if fast is not None:
                 with self.executor.transaction(call) as conn:
                     self.executor.before_statement(call, conn)
-                    insert_columns(_load_path(self.db, call), conn, b.table, *fast)
+                    insert_columns(self.db.backend, conn, b.table, *fast, watched=_no_copy(self.executor, call))
                     self._advance_sequence(conn, b, fast[0])
                     self.executor.after_statement(call, conn, rowcount=len(data))
                 return {"processed": len(data), "inserted": len(data), "success": True}
@@ -55,7 +55,7 @@ class BulkOperations(OperationsBase):
             self.executor.before_statement(call, conn)
             for keys, group in _group_by_keys(rows):
                 if on_conflict == "error" and not return_ids:
-                    insert_rows(_load_path(self.db, call), conn, b.table, keys, group)
+                    insert_rows(self.db.backend, conn, b.table, keys, group, watched=_no_copy(self.executor, call))
                     inserted += len(group)
                     self._advance_sequence(conn, b, keys)
                     continue
@@ -67,6 +67,8 @@ class BulkOperations(OperationsBase):
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
                                               update=on_conflict == "update", bump=_version_of(b))
                 for chunk in _chunks(group, opts["batch_size"]):
+                    if target:
+                        self._guard_other_keys(conn, call, target, chunk)
                     # New records: distinct conflict keys not stored yet (a key twice in the data is one record).
                     new = len(chunk) if on_conflict == "error" else self._new_keys(conn, call, target, chunk)
                     if return_ids and on_conflict != "skip":
@@ -79,7 +81,7 @@ class BulkOperations(OperationsBase):
                         ids.extend(self._keys_of(conn, call, target, chunk))
                 self._advance_sequence(conn, b, keys)
             self.executor.after_statement(call, conn, rowcount=inserted, keys=ids or None)
-        out = {"processed": len(rows), "inserted": inserted, "success": True}
+        out: dict[str, Any] = {"processed": len(rows), "inserted": inserted, "success": True}
         if on_conflict == "skip":
             out["skipped"] = len(rows) - inserted
         if return_ids:
@@ -91,18 +93,18 @@ class BulkOperations(OperationsBase):
         rows = []
         for i, item in enumerate(data):
             try:
-                rows.append(b.codec.for_create(item, now))
+                rows.append(b.model_codec.for_create(item, now))
             except ValidationError as exc:
                 raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
         return rows
 
     def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
         # Multi-tenant: unique constraints are per tenant (tenant column first); records carry the tenant.
-        tenant = [b.spec.tenant] if b.spec.tenant else []
+        tenant = [b.model_spec.tenant] if b.model_spec.tenant else []
         if conflict_on:
-            unknown = [c for c in conflict_on if c not in b.spec.fields]
+            unknown = [c for c in conflict_on if c not in b.model_spec.fields]
             if unknown:
-                raise b.codec.unknown(unknown, "conflict_on")
+                raise b.model_codec.unknown(unknown, "conflict_on")
             if tenant and not _is_unique(b.table, conflict_on) and _is_unique(b.table, [*tenant, *conflict_on]):
                 conflict_on = [*tenant, *conflict_on]
             if not _is_unique(b.table, conflict_on):
@@ -114,7 +116,7 @@ class BulkOperations(OperationsBase):
             return list(conflict_on)
         if b.pk.name in keys:
             return [b.pk.name]
-        uniques = [f.name for f in b.spec.fields.values() if f.unique and f.name != b.spec.tenant]
+        uniques = [f.name for f in b.model_spec.fields.values() if f.unique and f.name != b.model_spec.tenant]
         if uniques:
             return [*tenant, uniques[0]]
         raise ValidationError(f"{b.name}: say which fields identify a duplicate with 'conflict_on' "
@@ -128,7 +130,7 @@ class BulkOperations(OperationsBase):
         if not changes:
             raise ValidationError(f"{b.name} bulk update needs changes in 'data' (or 'fields'/'update')",
                                   model=b.name)
-        call = self._call("bulk_update", b, filter=filter, data=b.codec.for_update(changes),
+        call = self._call("bulk_update", b, filter=filter, data=b.model_codec.for_update(changes),
                           options={"confirm_all": confirm_all})
         return self.executor.run(call, self._bulk_update)
 
@@ -153,6 +155,7 @@ class BulkOperations(OperationsBase):
         b = call.binding
         where = self._guarded_where(call)
         clauses = where.clauses()
+        stmt: Any
         if call.state.get("soft_delete"):
             stmt = sa.update(b.table).where(*clauses).values(deleted_at=datetime.now(UTC))
         else:
@@ -203,6 +206,7 @@ class BulkOperations(OperationsBase):
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
                 for chunk in _chunks(group, call.options["batch_size"]):
                     call.state["chunk"], call.state["target"] = chunk, target
+                    self._guard_other_keys(conn, call, target, chunk)
                     self.executor.before_statement(call, conn)
                     new = self._new_keys(conn, call, target, chunk)
                     conn.execute(stmt, chunk)
@@ -235,6 +239,29 @@ class BulkOperations(OperationsBase):
                                       model=b.name, field=target[0])
         return len(keys) - stored
 
+    def _guard_other_keys(self, conn, call: Call, target: list[str], chunk: list[dict]) -> None:
+        """MySQL: refuse rows that collide with a stored record on a unique key other than the target.
+
+        ``ON DUPLICATE KEY UPDATE`` fires on any unique key, so such a row would silently rewrite the
+        other record (another owner's, even) where PostgreSQL and SQLite raise: raise the same here.
+        """
+        if not self.db.facts.upsert_any_unique or not chunk:
+            return
+        b = call.binding
+        t = b.table
+        for group in _unique_groups(t):
+            if set(group) == set(target) or not all(g in chunk[0] for g in group):
+                continue
+            wanted = {tuple(r[g] for g in group): tuple(r[k] for k in target) for r in chunk}
+            cols = [t.c[g] for g in group]
+            cond = cols[0].in_([k[0] for k in wanted]) if len(cols) == 1 else sa.tuple_(*cols).in_(list(wanted))
+            for row in conn.execute(sa.select(*cols, *[t.c[k] for k in target]).where(cond)):
+                stored, its_target = tuple(row[:len(group)]), tuple(row[len(group):])
+                if wanted.get(stored) != its_target:
+                    raise DuplicateKeyError(f"{b.name} {call.action.replace('_', ' ')} refused by the database "
+                                            f"({group[0]}): a record with the same unique value already exists",
+                                            model=b.name, field=group[0])
+
     def _keys_of(self, conn, call: Call, target: list[str], chunk: list[dict]) -> list:
         """Primary keys of the stored records matching ``chunk``'s conflict keys, in chunk order (in scope)."""
         b = call.binding
@@ -247,9 +274,10 @@ class BulkOperations(OperationsBase):
         return [found[k] for k in keys if k in found]
 
 
-def _load_path(db, call: Call) -> str:
-    """The bulk INSERT path: the backend's, unless a policy noted that COPY is refused (row-level security)."""
-    return f"{db.backend}+rls" if call.state.get("rls") else db.backend
+def _no_copy(executor, call: Call) -> bool:
+    """True when a bulk load must not use COPY: statements are watched, or a policy noted that the table
+    refuses it (PostgreSQL refuses COPY FROM into a table with row-level security)."""
+    return executor.watched() or bool(call.state.get("rls"))
 
 
 def _stamped(call: Call) -> Sequence[Mapping[str, Any]]:
@@ -258,3 +286,11 @@ def _stamped(call: Call) -> Sequence[Mapping[str, Any]]:
     if not stamp:
         return call.data
     return [{**r, **stamp} if isinstance(r, Mapping) else r for r in call.data]
+
+
+def _unique_groups(table: sa.Table) -> list[list[str]]:
+    """The column names of the primary key, each unique constraint and each unique index."""
+    groups = [[c.name for c in cons.columns] for cons in table.constraints
+              if isinstance(cons, (sa.PrimaryKeyConstraint, sa.UniqueConstraint)) and cons.columns]
+    groups += [[c.name for c in i.columns] for i in table.indexes if i.unique]
+    return groups

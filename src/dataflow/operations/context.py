@@ -32,7 +32,7 @@ class Context:
         return self.actor if self.actor is not None else SYSTEM_ACTOR
 
 
-_CURRENT: ContextVar[Context] = ContextVar("dataflow_context", default=Context())
+_CURRENT: ContextVar[Context] = ContextVar("dataflow_context", default=Context())  # noqa: B039 - frozen
 
 
 def current() -> Context:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import sqlalchemy as sa
-import sqlalchemy.exc as sa_exc
 
 from ..binding import Binding
 from ..driver_errors import translate
@@ -115,6 +114,27 @@ class Executor:
             hook(call, result, elapsed)
         return result
 
+    def stream(self, call: Call, body: Callable[[Call], Iterator[Any]]) -> Iterator[Any]:
+        """``run`` for a body that yields: the after-commit hooks run when the iteration ends
+        (also when the consumer stops early), the failed hooks when it raises."""
+        self.plan(call)
+        started = time.perf_counter()
+
+        def finished() -> None:
+            for hook in self._hooks["after_commit"]:
+                hook(call, None, time.perf_counter() - started)
+
+        try:
+            yield from body(call)
+        except GeneratorExit:  # the consumer stopped early: what it read was read
+            finished()
+            raise
+        except DataFlowError as exc:
+            for hook in self._hooks["failed"]:
+                hook(call, exc, time.perf_counter() - started)
+            raise
+        finished()
+
     def before_statement(self, call: Call, conn: Any) -> None:
         for hook in self._hooks["before_statement"]:
             hook(call, conn)
@@ -154,7 +174,7 @@ class Executor:
         builders: list = []
         user_clause = None
         if call.id is not MISSING:
-            key = b.codec.key(call.id) if b.codec else call.id
+            key = b.model_codec.key(call.id) if b.codec else call.id
             keys.append("id")
             params["df_id"] = key
             builders.append(lambda: b.pk == sa.bindparam("df_id", type_=b.pk.type))
@@ -194,13 +214,13 @@ class Executor:
         cursor-execute listeners) and no policy needs hooks inside the transaction; otherwise the
         same SQL runs through SQLAlchemy, which logs it and fires the engine's events.
         """
-        if call.in_transaction or call.ctx.transaction is not None or self._watched():
+        if call.in_transaction or call.ctx.transaction is not None or self.watched():
             with self.transaction(call) as conn:
                 self.before_statement(call, conn)
                 sql, values = p.bound(params)
                 result = conn.exec_driver_sql(sql, values)
                 description = result.cursor.description if result.returns_rows and result.cursor else None
-                rows = result.fetchall() if result.returns_rows else []
+                rows = list(result.fetchall()) if result.returns_rows else []
                 records = p.records(rows, description)
                 self.after_statement(call, conn, records=records, rowcount=len(records))
                 return records
@@ -210,10 +230,11 @@ class Executor:
             return p.records(rows, description)
         except DataFlowError:
             raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+        except self.db.catchable as exc:
             raise self.translated(exc, call) from None
 
-    def _watched(self) -> bool:
+    def watched(self) -> bool:
+        """True when statements are logged (``echo``) or listened to (cursor-execute events)."""
         engine = self.db.engine
         return bool(engine.echo) or bool(engine.dispatch.before_cursor_execute) or \
             bool(engine.dispatch.after_cursor_execute)
@@ -238,7 +259,7 @@ class Executor:
                     yield conn
         except DataFlowError:
             raise
-        except (sa_exc.SQLAlchemyError, *self.db.driver_errors) as exc:
+        except self.db.catchable as exc:
             raise self.translated(exc, call) from None
 
     def ready(self, call: Call) -> None:

@@ -6,6 +6,7 @@ that builds the statement from the planned call (so every policy's conditions ar
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -14,8 +15,9 @@ import sqlalchemy as sa
 from ..binding import Binding, Relation
 from ..errors import DuplicateKeyError, ValidationError
 from ..query import Filter, compile_pipeline
-from .base import DEFAULT_LIMIT, UTC, OperationsBase, _join_fields
+from .base import DEFAULT_LIMIT, UTC, _join_fields
 from .call import MISSING, Call
+from .relations import RelationOperations
 
 #: Rows fetched per round trip when a query is iterated (memory stays flat whatever the table size).
 STREAM_BATCH = 1000
@@ -25,12 +27,12 @@ def _id(value: Any) -> Any:
     return MISSING if value is None else value
 
 
-class RecordOperations(OperationsBase):
+class RecordOperations(RelationOperations):
     # ---------------------------------------------------------------- create
     def create(self, model: str, data: Mapping[str, Any]) -> dict:
         """Insert one record; return it as stored, primary key included."""
         b = self.db.binding(model, modelled=True)
-        call = self._call("create", b, data=b.codec.for_create(data))
+        call = self._call("create", b, data=b.model_codec.for_create(data))
         return self.executor.run(call, self._create)
 
     def _create(self, call: Call) -> dict:
@@ -47,7 +49,7 @@ class RecordOperations(OperationsBase):
                 record = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
             else:
                 result = conn.execute(b.table.insert(), row)
-                record = self._select_one(conn, b, result.inserted_primary_key[0])
+                record = self._select_one(conn, b, _first_key(result))
             self._advance_sequence(conn, b, row)
             self.executor.after_statement(call, conn, records=[record], rowcount=1)
             return record
@@ -75,9 +77,11 @@ class RecordOperations(OperationsBase):
             selected, hidden = _join_fields(fields, rels)
             stmt = sa.select(*self._projection(b, selected)).where(*where.clauses()).order_by(b.pk).limit(1)
             with self.executor.transaction(call) as conn:
+                self.executor.before_statement(call, conn)
                 rows = [dict(r) for r in conn.execute(stmt, where.params).mappings()]
                 if rows:
                     self._attach(conn, call, rows, rels, hidden)
+                self.executor.after_statement(call, conn, records=rows, rowcount=len(rows))
         if not rows and raise_on_not_found:
             raise self._missing(call)
         return rows[0] if rows else None
@@ -90,7 +94,7 @@ class RecordOperations(OperationsBase):
         if not changes:
             raise ValidationError(f"{b.name} update needs changes: pass 'fields' (or 'updates') with at least "
                                   f"one field", model=b.name)
-        call = self._call("update", b, id=_id(id), filter=filter, data=b.codec.for_update(changes))
+        call = self._call("update", b, id=_id(id), filter=filter, data=b.model_codec.for_update(changes))
         self._needs_target(call)
         return self.executor.run(call, lambda c: self._update(c, raise_on_not_found))
 
@@ -123,6 +127,7 @@ class RecordOperations(OperationsBase):
             if key is MISSING:
                 return None
             self.executor.before_statement(call, conn)
+            stmt: Any
             if call.state.get("soft_delete"):
                 stmt = sa.update(b.table).where(b.pk == key).values(deleted_at=datetime.now(UTC))
             else:
@@ -145,7 +150,7 @@ class RecordOperations(OperationsBase):
         return self.executor.run(call, lambda c: self._list(c, sort, limit, offset, fields, shape, rels))
 
     def _list(self, call: Call, sort: Any, limit: int | None, offset: int, fields, shape: tuple,
-              rels: list[Relation] | None) -> tuple[list[dict], bool]:
+              rels: "Sequence[Relation] | None") -> "tuple[builtins.list[dict], bool]":
         b = call.binding
         where = self._where(call)
         fetch = None if limit is None else limit + 1
@@ -157,11 +162,13 @@ class RecordOperations(OperationsBase):
             if offset:
                 stmt = stmt.offset(offset)
             with self.executor.transaction(call) as conn:
+                self.executor.before_statement(call, conn)
                 result = conn.execute(stmt, where.params)
                 keys = tuple(result.keys())
                 records = [dict(zip(keys, row)) for row in result.all()]
                 if records:
                     self._attach(conn, call, records[:limit] if limit is not None else records, rels, hidden)
+                self.executor.after_statement(call, conn, records=records, rowcount=len(records))
         else:
             key = ("list", where.key, repr(sort), shape, fetch is None, bool(offset))
 
@@ -188,7 +195,10 @@ class RecordOperations(OperationsBase):
         offset = self._limit(b, offset, "offset") or 0
         self._fields(b, fields)
         call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted, "stream": True})
-        self.executor.plan(call)
+        return self.executor.stream(call, lambda c: self._stream(c, sort, limit, offset, fields, batch))
+
+    def _stream(self, call: Call, sort: Any, limit: int | None, offset: int, fields, batch: int) -> Iterator[dict]:
+        b = call.binding
         where = self._where(call)
         stmt = self._ordered_select(b, where.clauses(), sort, fields)
         if limit is not None:
@@ -196,11 +206,15 @@ class RecordOperations(OperationsBase):
         if offset:
             stmt = stmt.offset(offset)
         with self.executor.transaction(call) as conn:
+            self.executor.before_statement(call, conn)
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt, where.params)
             keys = tuple(result.keys())
+            n = 0
             for partition in result.partitions():
                 for row in partition:
+                    n += 1
                     yield dict(zip(keys, row))
+            self.executor.after_statement(call, conn, rowcount=n)
 
     def count(self, model: str, filter: Mapping | None = None, *, include_deleted: bool = False) -> int:
         """How many records match ``filter``."""
@@ -231,7 +245,10 @@ class RecordOperations(OperationsBase):
         compiled = compile_pipeline(b.table, call.data, base=base)
         if compiled.key is None:  # a shape the pipeline cache does not keep: through SQLAlchemy each time
             with self.executor.transaction(call) as conn:
-                return compiled.shape(conn.execute(compiled.statement, compiled.params).mappings().all())
+                self.executor.before_statement(call, conn)
+                rows = conn.execute(compiled.statement, compiled.params).mappings().all()
+                self.executor.after_statement(call, conn, rowcount=len(rows))
+                return compiled.shape(rows)
         p = self.executor.prepared(b, ("aggregate", where.key, compiled.key), lambda: compiled.statement)
         return compiled.shape(self.executor.execute(call, p, compiled.params))
 
@@ -243,11 +260,11 @@ class RecordOperations(OperationsBase):
         if not where or not isinstance(where, Mapping):
             raise ValidationError(f"{b.name} upsert needs 'where': the fields that identify the record", model=b.name)
         if conflict_on:
-            unknown = [c for c in conflict_on if c not in b.spec.fields]
+            unknown = [c for c in conflict_on if c not in b.model_spec.fields]
             if unknown:
-                raise b.codec.unknown(unknown, "conflict_on")
+                raise b.model_codec.unknown(unknown, "conflict_on")
             where = {k: v for k, v in {**(create or {}), **(update or {}), **where}.items() if k in conflict_on}
-        values = b.codec.for_update(update) if update else {}
+        values = b.model_codec.for_update(update) if update else {}
         new = {**(create or {}), **(update or {}), **where}
         if not isinstance(new, dict):
             raise ValidationError(f"{b.name} upsert: 'create' and 'update' must be dicts", model=b.name)
@@ -279,12 +296,12 @@ class RecordOperations(OperationsBase):
                         self.executor.after_statement(call, conn, keys=[key], rowcount=rowcount, created=False)
                         return False, self._select_one(conn, b, key)
                     call.state.pop("key", None)
-                    row = b.codec.for_create({**call.options["new"], **call.state.get("stamp", {})})
+                    row = b.model_codec.for_create({**call.options["new"], **call.state.get("stamp", {})})
                     self.executor.before_statement(call, conn)
                     if self.db.engine.dialect.insert_returning:
                         rec = dict(conn.execute(b.table.insert().returning(*b.table.c), row).mappings().one())
                     else:
-                        pk = conn.execute(b.table.insert(), row).inserted_primary_key[0]
+                        pk = _first_key(conn.execute(b.table.insert(), row))
                         rec = self._select_one(conn, b, pk)
                     self._advance_sequence(conn, b, row)
                     self.executor.after_statement(call, conn, keys=[rec[b.pk.name]], rowcount=1, created=True)
@@ -303,3 +320,8 @@ class RecordOperations(OperationsBase):
         self._projection(b, fields)
         return tuple(fields)
 
+
+def _first_key(result: Any) -> Any:
+    """The primary key an INSERT without RETURNING assigned (MySQL's last insert id)."""
+    key = result.inserted_primary_key
+    return key[0] if key else None

@@ -28,9 +28,10 @@ class RelationOperations(OperationsBase):
             rel = b.relations.get(name) if isinstance(name, str) else None
             if rel is None:
                 known = ", ".join(b.relations) or "none (declare foreign_keys on a model)"
-                shown = repr(name) if isinstance(name, str) and name.isidentifier() else f"of kind {type(name).__name__}"
+                named = isinstance(name, str) and name.isidentifier()  # a name, not a value someone typed in
+                shown = repr(name) if named else f"of kind {type(name).__name__}"
                 raise ValidationError(f"{b.name} has no relation {shown} to include; relations: {known}",
-                                      model=b.name, field=name if isinstance(name, str) else None)
+                                      model=b.name, field=name if named else None)
             rels.append(rel)
         return rels
 

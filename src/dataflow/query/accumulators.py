@@ -13,7 +13,8 @@ accumulators follow the rows' order (the last ``$sort``, then the primary key):
   collect the non-null values (SQL NULL is a missing field; JSON null is left out too).
 
 ``$sum`` ignores nulls and gives 0 for none; ``$avg``, ``$min``, ``$max`` give null for none. On a
-JSON value they use the numbers only. A group with ``_id: null`` over no rows gives no result.
+JSON value they use the numbers only. ``$avg`` of ints, floats and JSON numbers is a double on every
+database (of a Decimal field, an exact Decimal). A group with ``_id: null`` over no rows gives no result.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import DatabaseError, FilterError
-from .constructs import (BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText, NumericValue,
-                         OrderKey)
+from .constructs import (AsDouble, BinaryCollate, JsonArrayAgg, JsonElement, JsonParse, JsonScalar, JsonText,
+                         NumericValue, OrderKey)
 from .expressions import (Col, Doc, Params, decoder_for, element_decoder, evaluate, flatten, is_field_ref,
                           json_encoding, numeric, to_number)
 from .relation import Relation
@@ -70,7 +71,8 @@ def _key_cols(rel: Relation, id_spec: Any, params: Params, path: str) -> tuple[l
 def _check_name(name: Any, path: str) -> None:
     if not isinstance(name, str) or not name or name.startswith("$") or "." in name:
         raise FilterError(f"output field names must be non-empty and contain no '.' or leading '$', "
-                          f"got {name!r}", path=path)
+                          f"got {name!r}" if isinstance(name, str) else
+                          f"output field names must be strings, got {type(name).__name__}", path=path)
 
 
 def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: bool = False) -> Relation:
@@ -107,7 +109,7 @@ def build_group(rel: Relation, spec: Any, params: Params, path: str, *, single: 
         doc["_id"] = {name: _key_output(sub.c[label], col) for (name, col), label in zip(keys, key_labels)}
     else:
         doc["_id"] = constant
-    for name, op, plan in accumulators:
+    for name, _op, plan in accumulators:
         doc[name] = plan(sub, [(sub.c[label], desc) for label, desc in order_labels])
     having = [] if keys or single else [sa.func.count() > 0]
     return Relation(source=sub, doc=doc, group_by=[*(sub.c[k] for k in key_labels), *windows], having=having,
@@ -142,8 +144,10 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
         if op == "$sum":
             return lambda sub, _o: Col(sa.func.coalesce(sa.func.sum(sub.c[label]), 0), kind or float,
                                        decoder_for(kind))
-        out = Decimal if kind is Decimal else float
-        return lambda sub, _o: Col(sa.func.avg(sub.c[label]), out, decoder_for(out))
+        if kind is Decimal:  # exact in, exact out (MongoDB's Decimal128 average is decimal too)
+            return lambda sub, _o: Col(sa.func.avg(sub.c[label]), Decimal, decoder_for(Decimal))
+        # A double on every database: MariaDB's AVG of integers is a DECIMAL cut to 4 places.
+        return lambda sub, _o: Col(sa.func.avg(AsDouble(sub.c[label], sa.Double())), float, decoder_for(float))
     if op in ("$min", "$max"):
         fn = sa.func.min if op == "$min" else sa.func.max
         if value.is_json:
@@ -177,7 +181,7 @@ def _plan(rel: Relation, op: str, arg: Any, inner: _Inner, group_exprs: list, or
                 items = json.loads(items)
             except ValueError as exc:  # MySQL/MariaDB cut JSON_ARRAYAGG at group_concat_max_len
                 raise DatabaseError(f"{op} produced a truncated array ({len(items)} characters); on MySQL/"
-                                    f"MariaDB raise the session's group_concat_max_len", original=exc) from exc
+                                    f"MariaDB raise the session's group_concat_max_len", original=exc) from None
         return [convert(v) for v in items or [] if v is not None]
 
     if op == "$addToSet":

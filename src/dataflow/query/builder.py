@@ -30,7 +30,8 @@ def merge_filters(filters: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None
 
 def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{name} must be a non-negative integer, got {value!r}")
+        what = "a negative number" if isinstance(value, int) and not isinstance(value, bool) else type(value).__name__
+        raise ValidationError(f"{name} must be a non-negative integer, got {what}")
     return value
 
 
@@ -81,7 +82,9 @@ class ListSpec:
     offset = skip
 
     def fields(self, names: Sequence[str]):
-        self._fields = list(names)
+        from .fields import field_names
+
+        self._fields = field_names(names)
         return self
 
     @property

@@ -206,6 +206,14 @@ class NumericValue(_Unary):
     __visit_name__ = "df_numeric"
 
 
+class AsDouble(_Unary):
+    """A number as an 8-byte double (so AVG is a double everywhere, not MariaDB's 4-place DECIMAL)."""
+
+    inherit_cache = True
+
+    __visit_name__ = "df_double"
+
+
 class BinaryCollate(_Unary):
     """A string compared and sorted by code point, as MongoDB does."""
 
@@ -322,6 +330,11 @@ def _lower(el, c, **kw):
 @compiles(NumericValue)
 def _numeric(el, c, **kw):
     return _sql(c).numeric(c.process(el.value, **kw))
+
+
+@compiles(AsDouble)
+def _double(el, c, **kw):
+    return _sql(c).double(c.process(el.value, **kw))
 
 
 @compiles(BinaryCollate)

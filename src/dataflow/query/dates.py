@@ -10,7 +10,7 @@ from ..errors import FilterError
 
 UTC = timezone.utc
 
-_RELATIVE = re.compile(r"^\s*([+-]?)\s*(\d+)\s*([mhdw])\s*$")
+_RELATIVE = re.compile(r"\s*([+-]?)\s*([0-9]{1,9})\s*([mhdw])\s*")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -33,19 +33,26 @@ def resolve_date(value: Any, *, path: str = "filter") -> datetime:
     """
     raw = value["$date"] if is_date_literal(value) else value
     where = f"{path}.$date" if is_date_literal(value) else path
+    try:
+        return _resolve(raw, where)
+    except (OverflowError, ValueError):  # an offset or a time zone beyond years 1..9999 in UTC
+        raise FilterError("the date lies outside years 1..9999 in UTC", path=where) from None
+
+
+def _resolve(raw: Any, where: str) -> datetime:
     if isinstance(raw, datetime):
         return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
     if isinstance(raw, date):
         return datetime.combine(raw, time(), UTC)
     if not isinstance(raw, str):
         raise FilterError(f"a date must be 'today', a relative offset like '-5m', or an ISO 8601 "
-                          f"string, got {raw!r}", path=where)
+                          f"string, got {type(raw).__name__}", path=where)
     text = raw.strip()
     if text.lower() == "today":
         return datetime.combine(now().date(), time(), UTC)
     if text.lower() == "now":
         return now()
-    match = _RELATIVE.match(text)
+    match = _RELATIVE.fullmatch(text)
     if match:
         sign, amount, unit = match.groups()
         delta = timedelta(**{_UNITS[unit]: int(amount)})
@@ -82,4 +89,4 @@ def to_datetime(value: Any, *, path: str) -> datetime:
     if isinstance(value, (datetime, date, str)) or is_date_literal(value):
         return resolve_date(value, path=path)
     raise FilterError(f"expected a datetime (ISO 8601 string, datetime or {{'$date': ...}}), "
-                      f"got {value!r}", path=path)
+                      f"got {type(value).__name__}", path=path)

@@ -74,6 +74,9 @@ class SQLiteSQL:
     def binary(self, value: str) -> str:
         return value
 
+    def double(self, value: str) -> str:
+        return f"CAST({value} AS REAL)"
+
     def order(self, value: str, descending: bool) -> str:
         return f"{value} DESC" if descending else f"{value} ASC"  # NULLs first ascending already
 
@@ -147,6 +150,9 @@ class PostgresSQL:
         # MongoDB compares strings by code point; a database collation may not (en_US: 'a' < 'B').
         return f'({value} COLLATE "C")'
 
+    def double(self, value: str) -> str:
+        return f"CAST({value} AS DOUBLE PRECISION)"
+
     def order(self, value: str, descending: bool) -> str:
         # PostgreSQL sorts NULLs last ascending; MongoDB, SQLite and MySQL put them first.
         return f"{value} DESC NULLS LAST" if descending else f"{value} ASC NULLS FIRST"
@@ -179,7 +185,8 @@ class MySQLSQL:
     def scalar(self, c, doc: str, path: JsonPath, kind: str) -> str:
         x = self._at(c, doc, path)
         test = f"JSON_TYPE({x}) IN {in_list(self.kind_names[kind])}"
-        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"(JSON_UNQUOTE({x}) COLLATE utf8mb4_nopad_bin)", "bool": f"({x} = 'true')"}[kind]
+        then = {"number": f"CAST({x} AS DOUBLE)", "string": f"(JSON_UNQUOTE({x}) COLLATE utf8mb4_nopad_bin)",
+                "bool": f"({x} = 'true')"}[kind]
         return f"(CASE WHEN {test} THEN {then} END)"
 
     def text(self, c, doc: str, path: JsonPath) -> str:
@@ -217,6 +224,11 @@ class MySQLSQL:
 
     def binary(self, value: str) -> str:
         return value  # columns use the NO PAD binary collation (schema/tables.py); so do JSON strings (scalar)
+
+    def double(self, value: str) -> str:
+        # MariaDB has no CAST(... AS DOUBLE) before 10.4.? and AVG of integers is DECIMAL cut at
+        # div_precision_increment (4) places; adding a DOUBLE literal makes the value a DOUBLE.
+        return f"({value} + 0E0)"
 
     def order(self, value: str, descending: bool) -> str:
         return f"{value} DESC" if descending else f"{value} ASC"

@@ -177,7 +177,7 @@ def evaluate(doc: Doc, spec: Any, params: Params, path: str) -> Col | Doc:
                               f"{', '.join(ARITHMETIC)}", path=f"{path}.{op}")
     if isinstance(spec, bool) or spec is None or isinstance(spec, NUMBERS) or isinstance(spec, str):
         return literal(spec, params, path)
-    raise FilterError(f"unsupported expression {spec!r}: use '$field', a number, or "
+    raise FilterError(f"unsupported expression (a {type(spec).__name__}): use '$field', a number, or "
                       f"{{'$add'|'$subtract'|'$multiply'|'$divide': [...]}}", path=path)
 
 
@@ -194,7 +194,7 @@ def literal(value: Any, params: Params, path: str) -> Col:
         return Col(params.bind(value, sa.Numeric(asdecimal=True)), Decimal, decoder_for(Decimal))
     if isinstance(value, str):
         return Col(params.bind(value, sa.String()), str)
-    raise FilterError(f"unsupported literal {value!r}", path=path)
+    raise FilterError(f"unsupported literal of type {type(value).__name__}", path=path)
 
 
 def numeric(col: Col | Doc, path: str) -> tuple[Any, type | None]:

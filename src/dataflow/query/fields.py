@@ -8,6 +8,7 @@ path of the offending value.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field as dc_field
@@ -17,12 +18,14 @@ from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
 
-from ..errors import FilterError
+from ..errors import FilterError, ValidationError
 from ..schema.types import pytype_of
+from ..values import INT64, has_surrogate, json_problem
 from . import dates
 
 NUMBERS = (int, float, Decimal)
-_SEGMENT = re.compile(r"^[^\"'\\\x00-\x1f$][^\"'\\\x00-\x1f]*$")
+#: One JSON path segment: no quotes, backslashes, control characters or surrogates; no leading '$'.
+_SEGMENT = re.compile(r"[^\"'\\\x00-\x1f$\ud800-\udfff][^\"'\\\x00-\x1f\ud800-\udfff]*")
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,12 @@ def json_path(text: str, *, path: str) -> tuple:
     """``"preferences.theme"`` -> ``("preferences", "theme")``; digits are array indexes."""
     out: list = []
     for seg in text.split("."):
-        if not seg or not _SEGMENT.match(seg):
-            raise FilterError(f"{text!r} is not a valid JSON path: segments must be non-empty, must not "
-                              f"start with '$' and must not contain quotes, backslashes or control "
-                              f"characters", path=path)
-        out.append(int(seg) if seg.isdigit() and len(seg) < 10 else seg)
+        if not seg or not _SEGMENT.fullmatch(seg):
+            raise FilterError("not a valid JSON path: segments must be non-empty, must not start with '$' "
+                              "and must not contain quotes, backslashes, control characters or lone "
+                              "surrogates", path=path)
+        # Only ASCII digits make an array index ('\u0661' and '\u00b2' are object keys).
+        out.append(int(seg) if seg.isascii() and seg.isdigit() and len(seg) < 10 else seg)
     return tuple(out)
 
 
@@ -93,7 +97,7 @@ class Fields:
     def resolve(self, key: Any, path: str) -> Target:
         """The target of a filter key, or ``FilterError`` naming ``path``."""
         if not isinstance(key, str):
-            raise FilterError(f"field names must be strings, got {key!r}", path=path)
+            raise FilterError(f"field names must be strings, got {type(key).__name__}", path=path)
         ref = self.refs.get(key)
         if ref is not None:
             return ref.target()
@@ -117,7 +121,7 @@ class ElementFields:
 
     def resolve(self, key: Any, path: str) -> Target:
         if not isinstance(key, str):
-            raise FilterError(f"field names must be strings, got {key!r}", path=path)
+            raise FilterError(f"field names must be strings, got {type(key).__name__}", path=path)
         return Target(key, self.doc, None, json_path(key, path=path))
 
 
@@ -127,11 +131,30 @@ def _kind_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _number_problem(value: Any) -> str | None:
+    """Why a number cannot be bound in a filter, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if INT64[0] <= value <= INT64[1] else "an integer within 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number (not NaN or infinity)"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return "a finite number (not NaN or infinity)"
+    return None
+
+
+def checked_string(value: str, path: str) -> str:
+    """``value``, unless it holds a lone surrogate (no database can take it)."""
+    if has_surrogate(value):
+        raise FilterError("a string holds a lone surrogate (not a Unicode character)", path=path)
+    return value
+
+
 def coerce(pytype: type, value: Any, path: str) -> Any:
     """A filter value for a column of ``pytype``, in the form the column type binds."""
     def bad(expected: str) -> FilterError:
-        return FilterError(f"expected {expected} for a {pytype.__name__} field, got {_kind_name(value)} "
-                           f"{value!r}", path=path)
+        # The kind of the value, never the value: filters carry user data.
+        return FilterError(f"expected {expected} for a {pytype.__name__} field, got {_kind_name(value)}",
+                           path=path)
 
     if pytype is bool:
         if isinstance(value, bool):
@@ -144,20 +167,33 @@ def coerce(pytype: type, value: Any, path: str) -> Any:
             if pytype is not Decimal:
                 raise bad("a number")
             try:
-                return Decimal(value)
+                value = Decimal(value)
             except InvalidOperation:
                 raise bad("a number") from None
+            if not value.is_finite():
+                raise bad("a finite number (not NaN or infinity)")
+            return value
+        problem = _number_problem(value)
+        if problem is not None and not (pytype is not int and isinstance(value, int)):
+            raise bad(problem)
         if pytype is float:
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise bad("a number within the range of a double") from None
         if pytype is Decimal:
             return value if isinstance(value, Decimal) else Decimal(str(value))
         # int column: keep ints; a fractional bound compares as a float
         if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
+            if value != value.to_integral_value():
+                return float(value)
+            value = int(value)
+            if not INT64[0] <= value <= INT64[1]:
+                raise bad("an integer within 64 bits")
         return value
     if pytype is str:
         if isinstance(value, str):
-            return value
+            return checked_string(value, path)
         raise bad("a string")
     if pytype is datetime:
         return dates.to_datetime(value, path=path)
@@ -196,7 +232,13 @@ def json_kind(value: Any) -> str:
 
 def json_scalar(value: Any, path: str) -> Any:
     """A scalar filter value compared with a JSON value: dates as ISO strings, Decimals as floats."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+    if isinstance(value, str):
+        return checked_string(value, path)
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        problem = _number_problem(value)
+        if problem is not None:
+            raise FilterError(f"a JSON number in a filter must be {problem}", path=path)
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return value
     if isinstance(value, Decimal):
         return float(value)
@@ -211,6 +253,9 @@ def json_scalar(value: Any, path: str) -> Any:
 
 def json_document(value: Any, path: str) -> str:
     """A dict or list filter value as JSON text."""
+    problem = json_problem(value, leaves=(datetime, date, uuid.UUID, Decimal))
+    if problem is not None:
+        raise FilterError(f"a JSON value in a filter holds {problem}", path=path)
     try:
         return json.dumps(value, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -225,6 +270,39 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def field_names(fields: Any, path: str = "fields") -> list[str]:
+    """A projection (``fields=[...]``) checked for its form: a list of field-name strings.
+
+    Raises ``ValidationError`` naming the bad item's position and kind (``fields=[None]``,
+    ``fields=[{}]``, ``fields=[1]``: a column is never chosen by position).
+    """
+    if isinstance(fields, (str, bytes)) or not isinstance(fields, (list, tuple)):
+        raise ValidationError(f"{path} must be a list of field names, got {type(fields).__name__}")
+    for i, name in enumerate(fields):
+        if not isinstance(name, str) or not name:
+            what = "an empty string" if name == "" else type(name).__name__
+            raise ValidationError(f"{path}[{i}] must be a field name (a non-empty string), got {what}")
+    return list(fields)
+
+
+def select_fields(table: Any, fields: Any, *, model: str | None = None, path: str = "fields") -> list:
+    """The columns of ``table`` named by ``fields`` (all of them for None or empty), checked.
+
+    Unknown names raise ``ValidationError`` listing the table's fields.
+    """
+    if fields is None:
+        return list(table.columns)
+    names = field_names(fields, path)
+    if not names:
+        return list(table.columns)
+    unknown = [n for n in names if n not in table.c]
+    if unknown:
+        label = model or getattr(table, "name", "table")
+        raise ValidationError(f"{label} has no field(s) {unknown} in {path}; fields are: "
+                              f"{', '.join(c.key for c in table.columns)}", model=model, field=unknown[0])
+    return [table.c[n] for n in names]
 
 
 def ensure_mapping(value: Any, path: str, what: str = "a filter") -> Mapping:

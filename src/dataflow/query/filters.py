@@ -185,6 +185,7 @@ def compile_filter(table: sa.Table, filt: Mapping | None, *, path: str = "filter
     if not filt:
         return Filter(None, {})
     filt = dict(filt) if not isinstance(filt, dict) else filt
+    shapes.check_limits(filt, path)
     key, values = shapes.key_and_values(filt)
     cache_key = (key, path)
     entry = CACHE.get(table, cache_key)
@@ -205,6 +206,7 @@ def compile_filter_on(fields: Fields, filt: Mapping | None, *, path: str, prefix
         raise FilterError(f"a filter must be a dict, got {type(filt).__name__}", path=path)
     if not filt:
         return Filter(None, {})
+    shapes.check_limits(filt, path)
     _, values, tmpl = shapes.template(dict(filt))
     tr = Translator(fields, prefix=prefix)
     clause = tr.filter(tmpl, path)

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from ..errors import FilterError
 from ..schema.types import pytype_of
 from . import pipeline_shapes, shapes
+from .shapes import check_limits
 from .accumulators import ACCUMULATORS, _check_name, build_group
 from .constructs import OrderKey
 from .expressions import Col, Doc, Params, evaluate, fields_of, flatten, lookup
@@ -40,6 +41,8 @@ from .sorting import parse_sort, sort_values
 from .translator import Translator
 
 STAGES = ("$match", "$group", "$sort", "$limit", "$skip", "$project", "$count")
+#: Limits (FilterError beyond them): stages per pipeline; nesting and size as for filters (shapes.py).
+MAX_STAGES = 50
 #: What a bare accumulator stage returns over no rows.
 _EMPTY = {"$sum": 0, "$count": 0, "$push": [], "$addToSet": []}
 
@@ -95,6 +98,9 @@ def compile_pipeline(table: sa.Table, pipeline: list, *, base: Filter | None = N
     """
     if not isinstance(pipeline, (list, tuple)):
         raise FilterError(f"a pipeline is a list of stages, got {type(pipeline).__name__}", path=path)
+    if len(pipeline) > MAX_STAGES:
+        raise FilterError(f"a pipeline has at most {MAX_STAGES} stages", path=path)
+    check_limits(pipeline, path, "pipeline")
     tmpl = pipeline_shapes.template(pipeline)
     base_key = _base_key(base)
     key = None if base_key is None else (tmpl.key, base_key, path)
@@ -253,7 +259,9 @@ def _outputs(doc: Doc, columns: list) -> list:
 
 def _count(value: Any, path: str, *, minimum: int) -> int:
     if not is_count(value, minimum):
-        raise FilterError(f"expected a whole number >= {minimum}, got {value!r}", path=path)
+        smaller = isinstance(value, int) and not isinstance(value, bool)
+        raise FilterError(f"expected a whole number >= {minimum}, got "
+                          f"{'a smaller one' if smaller else type(value).__name__}", path=path)
     return value
 
 

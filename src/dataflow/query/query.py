@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from ..errors import ValidationError
 from .builder import ListSpec
+
+
+class QueryLengthError(ValidationError, TypeError):
+    """``len(query)``: use ``query.count()``. A TypeError too, so ``list(query)`` still works."""
 
 if TYPE_CHECKING:
     from ..core.dataflow import DataFlow
@@ -46,9 +51,9 @@ class Query(ListSpec):
                                           self._fields)
 
     def __len__(self) -> int:
-        """How many records ``all()`` would return (one COUNT; limit and skip applied)."""
-        n = max(self.count() - self._offset, 0)
-        return n if self._limit is None else min(n, self._limit)
+        """Refused with a pointer to ``count()``: a silent COUNT per ``list(query)`` would double its cost."""
+        raise QueryLengthError(f"len() of a query on {self._name!r} is not defined: use .count() (one COUNT "
+                               f"query), or len(query.all())", model=self._name)
 
     def first(self) -> dict[str, Any] | None:
         """The first matching record, or None."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FilterError
 from .dates import is_date_literal
 
 LOGICAL = frozenset({"$and", "$or", "$nor"})
@@ -23,6 +24,34 @@ SET_OPS = frozenset({"$in", "$nin"})
 #: Operators whose dict/list operand is walked: its keys and nesting are part of the shape.
 DEEP_OPS = frozenset({"$contains"})
 LIST_OPS = frozenset({"$all", "$between"})
+
+
+#: Limits on a filter or pipeline (FilterError beyond them, before anything is compiled): dicts and
+#: lists nest at most MAX_DEPTH deep (logical operators, $not, $elemMatch and JSON values all count),
+#: and hold at most MAX_ITEMS keys and list items in all (each $in value counts; this keeps every
+#: filter under the databases' bound-parameter limits, e.g. SQLite's 32,766).
+MAX_DEPTH = 40
+MAX_ITEMS = 30_000
+
+
+def check_limits(value: Any, path: str, what: str = "filter") -> None:
+    """Refuse a ``what`` nested deeper than ``MAX_DEPTH`` or larger than ``MAX_ITEMS`` (no recursion)."""
+    stack = [(value, 1)]
+    items = 0
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise FilterError(f"the {what} nests more than {MAX_DEPTH} levels deep (dicts and lists)", path=path)
+        items += len(children)
+        if items > MAX_ITEMS:
+            raise FilterError(f"the {what} has more than {MAX_ITEMS:,} keys and list items in all", path=path)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
 
 
 class Slot:

@@ -47,18 +47,31 @@ def parse_sort(sort: Any, *, path: str = "sort") -> list[tuple[str, bool, str]]:
                 (k, v), = item.items()
                 items.append((k, v, where))
             else:
-                raise FilterError(f"sort items are 'field', '-field' or (field, 1|-1), got {item!r}", path=where)
+                raise FilterError(f"sort items are 'field', '-field', (field, 1|-1) or {{field: 1|-1}}, got "
+                                  f"{_shape(item)}", path=where)
     else:
         raise FilterError(f"sort must be a dict, a list or a field name, got {type(sort).__name__}", path=path)
     out = []
     for name, direction, where in items:
         if not isinstance(name, str) or not name:
-            raise FilterError(f"sort field must be a non-empty string, got {name!r}", path=where)
+            raise FilterError(f"sort field must be a non-empty string, got "
+                              f"{'an empty string' if name == '' else type(name).__name__}", path=where)
         key = direction.lower() if isinstance(direction, str) else direction
         if isinstance(key, bool) or key not in _DIRECTIONS:
-            raise FilterError(f"sort direction must be 1, -1, 'asc' or 'desc', got {direction!r}", path=where)
+            other = isinstance(direction, (int, str)) and not isinstance(direction, bool)
+            raise FilterError(f"sort direction must be 1, -1, 'asc' or 'desc', got "
+                              f"{'another ' if other else ''}{type(direction).__name__}", path=where)
         out.append((name, _DIRECTIONS[key], where))
     return out
+
+
+def _shape(item: Any) -> str:
+    """What a bad sort item is, without its content."""
+    if isinstance(item, Mapping):
+        return f"a dict of {len(item)} keys"
+    if isinstance(item, (list, tuple)):
+        return f"a {type(item).__name__} of {len(item)} items"
+    return type(item).__name__
 
 
 def _from_string(text: str, path: str) -> tuple[str, int, str]:

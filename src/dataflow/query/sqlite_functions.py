@@ -1,6 +1,7 @@
 """Functions SQLite lacks, registered on every new SQLite connection by ``register``.
 
-- ``df_regexp(pattern, value)``: the ``$regex`` subset (patterns arrive rendered for Python ``re``).
+- ``df_regexp(pattern, value)``: the ``$regex`` subset, run on RE2 in linear time (the pattern arrives
+  as ``regex.render(..., "sqlite")``: a flag character, ``i`` or ``c``, then the subset pattern).
 - ``df_lower(value)``: Unicode lower-casing (SQLite's ``lower()`` only folds ASCII), for ``$ilike``.
 - ``df_json_equal(a, b)``: JSON equality ignoring object key order; ``1 == 1.0`` but ``true != 1``.
 - ``df_json_agg(element_json, flags, key...)``: a JSON array of the non-null elements sorted by the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .regex import _compiled
+from . import regex
 
 
 def register(dbapi_connection: Any) -> None:
@@ -36,7 +37,7 @@ def regexp(pattern: str | None, value: Any) -> int | None:
         return None
     if not isinstance(value, str):
         return 0
-    return 1 if _compiled(pattern).search(value) else 0
+    return 1 if regex.search(pattern[1:], pattern[:1] == "i", value) else 0
 
 
 def lower(value: Any) -> Any:

@@ -19,7 +19,8 @@ from ..errors import FilterError
 from . import regex, shapes
 from .constructs import (AnyElement, BinaryCollate, ElementDoc, JsonEquals, JsonIs, JsonKind, JsonLength,
                          JsonScalar, Lower, NumericValue, RegexMatch, RegexPattern)
-from .fields import ElementFields, Target, coerce, json_document, json_kind, json_path, json_scalar
+from .fields import (ElementFields, Target, checked_string, coerce, json_document, json_kind, json_path,
+                     json_scalar)
 from .shapes import Slot, value_of
 
 COMPARE = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
@@ -105,8 +106,8 @@ class Translator:
         if op in ("$in", "$nin"):
             return self.in_(t, x, path, negated=op == "$nin")
         if op == "$exists":
-            if x not in (True, False, 0, 1):
-                raise FilterError(f"$exists needs true or false, got {x!r}", path=path)
+            if not (isinstance(x, int) and x in (0, 1)):
+                raise FilterError(f"$exists needs true or false, got {type(value_of(x)).__name__}", path=path)
             value = JsonKind(t.expr, t.path) if t.is_json else t.expr
             return value.is_not(None) if x else value.is_(None)
         if op == "$regex":
@@ -291,7 +292,7 @@ class Translator:
             conds = [JsonIs(doc, at, ["object"])]
             for key, sub in x.items():
                 if not isinstance(key, str):
-                    raise FilterError(f"object keys must be strings, got {key!r}", path=path)
+                    raise FilterError(f"object keys must be strings, got {type(key).__name__}", path=path)
                 conds.append(self._contains_value(doc, at + json_path(key, path=f"{path}.{key}"), sub,
                                                   f"{path}.{key}"))
             return sa.and_(*conds)
@@ -328,7 +329,7 @@ class Translator:
 
     def _size_compare(self, length: Any, op: str, n: Any, path: str) -> Any:
         if n is None or isinstance(n.value, bool) or not isinstance(n.value, int):
-            raise FilterError(f"$size needs a whole number, got {value_of(n)!r}", path=path)
+            raise FilterError(f"$size needs a whole number, got {type(value_of(n)).__name__}", path=path)
         bp = self.bound(n, _count_checker(path), sa.Integer)
         fns = {"$eq": operator.eq, "$ne": operator.ne, **COMPARE}
         return fns[op](length, bp)
@@ -377,6 +378,7 @@ def _like_checker(op: str, path: str) -> Callable[[Any], Any]:
     def check(v):
         if not isinstance(v, str):
             raise FilterError(f"{op} needs a string pattern, got {type(v).__name__}", path=path)
+        checked_string(v, path)
         if (len(v) - len(v.rstrip("\\"))) % 2:
             raise FilterError(f"{op} pattern ends with a lone escape '\\'; write '\\\\' for a backslash",
                               path=path)
@@ -388,6 +390,7 @@ def _substring(path: str) -> Callable[[Any], Any]:
     def escape(v):
         if not isinstance(v, str):
             raise FilterError(f"$contains on a string field needs a string, got {type(v).__name__}", path=path)
+        checked_string(v, path)
         return "%" + v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return escape
 
@@ -395,6 +398,7 @@ def _substring(path: str) -> Callable[[Any], Any]:
 def _count_checker(path: str) -> Callable[[Any], Any]:
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise FilterError(f"$size needs a whole number >= 0, got {v!r}", path=path)
+            what = "a negative number" if isinstance(v, int) and not isinstance(v, bool) else type(v).__name__
+            raise FilterError(f"$size needs a whole number >= 0, got {what}", path=path)
         return v
     return check

@@ -76,19 +76,22 @@ def _executemany(conn: sa.Connection, table: sa.Table, keys: Sequence[str], colu
 
 
 #: The bulk path of each backend.
-PATHS = {"postgresql": _pg_copy, "sqlite": _executemany, "mysql": _executemany,
-         # PostgreSQL refuses COPY FROM into a table with row-level security (multi-tenant instances).
-         "postgresql+rls": _executemany}
+PATHS = {"postgresql": _pg_copy, "sqlite": _executemany, "mysql": _executemany}
 
 
 def insert_columns(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str],
-                   columns: Sequence) -> None:
-    """Insert rows given column-wise (lists, or ``repeat`` for one value) by the fastest path."""
+                   columns: Sequence, *, watched: bool = False) -> None:
+    """Insert rows given column-wise (lists, or ``repeat`` for one value) by the fastest path.
+
+    ``watched``: someone logs or listens to statements (``echo``, cursor events): COPY runs outside
+    SQLAlchemy's execution, so the executemany path is taken instead, which both see.
+    """
     if keys:
-        PATHS[backend](conn, table, keys, columns)
+        (_executemany if watched else PATHS[backend])(conn, table, keys, columns)
 
 
-def insert_rows(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict]) -> None:
+def insert_rows(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict],
+                *, watched: bool = False) -> None:
     """Insert ``rows`` (dicts that all carry exactly ``keys``) by the fastest path."""
     if rows:
-        insert_columns(backend, conn, table, keys, [[r[k] for r in rows] for k in keys])
+        insert_columns(backend, conn, table, keys, [[r[k] for r in rows] for k in keys], watched=watched)

@@ -7,9 +7,10 @@ with ``renamed_from``), *destructive* otherwise (dropped column or table, narrow
 type, dropped index or constraint). A change that cannot be made safely at all (a new NOT NULL
 column with no default) is a *problem*: planning stops with a ``MigrationError``.
 
-Only what DataFlow owns is ever touched: model tables, tables recorded in the migration history,
-and indexes and constraints named the way ``build_table`` names them (``ix_``/``uq_``/``fk_`` +
-table). Anything else in the database is invisible here.
+Only what these models own is ever touched: their tables, tables that models with the same app
+label declared at a recorded migration (``history.droppable_tables``), and indexes and
+constraints named the way ``build_table`` names them (``ix_``/``uq_``/``fk_`` + table). Anything
+else in the database, including tables other apps' DataFlow models made, is invisible here.
 """
 
 from __future__ import annotations
@@ -145,6 +146,24 @@ def compare_types(existing: sa.types.TypeEngine, wanted: sa.types.TypeEngine, di
     return "same" if old.size == new.size else "widen" if new.size > old.size else "narrow"
 
 
+#: InnoDB's largest index key (DYNAMIC/COMPRESSED row formats, the default since MySQL 5.7.7).
+MYSQL_MAX_KEY_BYTES = 3072
+
+
+def key_bytes(type_: sa.types.TypeEngine, dialect: sa.Dialect) -> int | None:
+    """Bytes a column takes in a MySQL index key; None when it cannot be indexed whole (TEXT, JSON)."""
+    info = type_info(type_, dialect)
+    if info.family in ("string", "json", "json|string", "binary"):
+        if info.kind not in ("VARCHAR", "CHAR", "VARBINARY", "BINARY") or info.size == INF:
+            return None
+        return int(info.size) * (4 if info.family == "string" else 1)
+    if info.family == "decimal":
+        return 32 if info.size == INF else int(info.size) // 2 + 2
+    if info.family in ("int", "bool"):
+        return int(info.size)
+    return 8  # float, datetime, date, time, uuid: at most 8 bytes
+
+
 # ---------------------------------------------------------------------------------------------
 # Differences -> steps.
 
@@ -159,9 +178,29 @@ class Step:
     drops_column: str | None = None  # for a nullable-relax step: the column a destructive step drops
 
 
+def label(spec: ModelSpec, owner: str | None = None) -> str | None:
+    """The app label of a model: ``__dataflow__ = {"app": ...}``, else the model set's ``owner``."""
+    value = spec.options.get("app") or owner
+    return str(value) if value else None
+
+
+def labels(specs, owner: str | None = None) -> set[str]:
+    return {lab for lab in (label(s, owner) for s in specs) if lab}
+
+
 def owned_name(name: str | None, table: str) -> bool:
-    """Whether an index or constraint has a name that ``build_table`` gives."""
-    return bool(name) and any(name.startswith(f"{p}_{table}_") for p in ("ix", "uq", "fk"))
+    """Whether an index or constraint has a name that ``build_table`` gives (``tables.key_name``)."""
+    if not name:
+        return False
+    for p in ("ix", "uq", "fk"):
+        prefix = f"{p}_{table}_"
+        if name.startswith(prefix):
+            return True
+        # A long name: cut to 54 characters, then "_" and 8 hex digits of a hash.
+        cut = min(len(prefix), 54)
+        if len(name) == 63 and name[:cut] == prefix[:cut] and re.fullmatch(r"_[0-9a-f]{8}", name[54:]):
+            return True
+    return False
 
 
 def _nullability(nullable: bool) -> str:
@@ -206,8 +245,10 @@ def quiet_alembic() -> Iterator[None]:
 class Differ:
     """Sort the differences between ``metadata`` and the database behind ``conn`` into steps."""
 
-    def __init__(self, conn: sa.Connection, metadata: sa.MetaData, specs: dict[str, ModelSpec]) -> None:
+    def __init__(self, conn: sa.Connection, metadata: sa.MetaData, specs: dict[str, ModelSpec],
+                 owner: str | None = None) -> None:
         self.conn = conn
+        self.owner = owner
         self.dialect = conn.dialect
         self.metadata = metadata
         self.by_table = {spec.table: spec for spec in specs.values()}
@@ -215,6 +256,7 @@ class Differ:
         self.problems: list[tuple[str, str | None, str | None]] = []  # (message, model, field)
         self.warnings: list[str] = []
         self.created: set[str] = set()
+        self.left_alone: set[str] = set()  # unlabelled recorded tables no model here declares: never dropped
 
     # -- naming helpers ------------------------------------------------------------------------
     def _model(self, table: str) -> str | None:
@@ -231,8 +273,17 @@ class Differ:
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> Differ:
         self._check_renames()
-        # An instance without models (a script that only reads) has no say over any table.
-        managed = history.managed_tables(self.conn) if self.metadata.tables else set()
+        self._check_key_lengths()
+        # An instance without models (a script that only reads) has no say over any table; one with
+        # models only over the tables that models of its own app label declared (history.py).
+        managed: set[str] = set()
+        if self.metadata.tables:
+            mine = labels(self.by_table.values(), self.owner)
+            managed, others = history.droppable_tables(self.conn, mine)
+            # Worth a word: recorded without any label, so possibly a removed model of this app.
+            # Tables recorded under another label are another app's: not mentioned at all.
+            unlabelled = {t for t, lab in history.owners(self.conn).items() if lab is None}
+            self.left_alone = (others & unlabelled) - set(self.metadata.tables)
         found = compare(self.conn, self.metadata, extra_tables=managed)
         self.created = {op.table_name for op in found if isinstance(op, ops.CreateTableOp)}
         for op in found:
@@ -247,6 +298,36 @@ class Differ:
             else:
                 self._table_item(op, table=None)
         return self
+
+    def _check_key_lengths(self) -> None:
+        """MySQL/InnoDB: an index key of more than 3,072 bytes fails at CREATE, after earlier statements
+        committed. Refuse it here, before any statement runs."""
+        if self.dialect.name not in ("mysql", "mariadb"):
+            return
+        for table in self.metadata.tables.values():
+            model = table.info.get("model") or table.name
+            keys = [("primary key", list(table.primary_key.columns))]
+            keys += [(f"index {i.name}", list(i.columns)) for i in table.indexes]
+            keys += [(f"unique constraint {c.name}", list(c.columns)) for c in table.constraints
+                     if isinstance(c, sa.UniqueConstraint)]
+            for what, cols in keys:
+                sizes = [(c.name, key_bytes(c.type, self.dialect)) for c in cols]
+                unbounded = [name for name, size in sizes if size is None]
+                fields = ", ".join(f"{model}.{c.name}" for c in cols)
+                if unbounded:
+                    self.problems.append((
+                        f"{model}: the {what} on {table.name} ({fields}) includes {', '.join(unbounded)}, a "
+                        f"column of unbounded length, which {self.dialect.name} cannot index. To fix: give the "
+                        "field a max_length (at most 768 characters), or do not index it", model, unbounded[0]))
+                    continue
+                total = sum(size for _, size in sizes)
+                if total > MYSQL_MAX_KEY_BYTES:
+                    detail = ", ".join(f"{name} {size:,}" for name, size in sizes)
+                    self.problems.append((
+                        f"{model}: the {what} on {table.name} ({fields}) needs {total:,} bytes per key "
+                        f"({detail}; a str takes 4 bytes per character in utf8mb4), more than InnoDB's limit "
+                        f"of {MYSQL_MAX_KEY_BYTES:,}. To fix: lower max_length of the str field(s) so the "
+                        "key fits, or index fewer fields", model, cols[-1].name))
 
     def _check_renames(self) -> None:
         for spec in self.by_table.values():
@@ -323,7 +404,9 @@ class Differ:
             if literal is not None:
                 new = sa.Column(col.name, col.type, *[sa.ForeignKey(fk.target_fullname, ondelete=fk.ondelete,
                                                                     name=fk.name) for fk in col.foreign_keys],
-                                nullable=False, server_default=sa.text(literal), info=dict(col.info))
+                                nullable=False, info=dict(col.info),
+                                # Not sa.text(): it reads ":word" in the literal as a bind parameter.
+                                server_default=sa.literal_column(literal))
                 self.steps.append(Step(ops.AddColumnOp(op.table_name, new, schema=op.schema),
                                        f"{what} DEFAULT {literal}{self._who(op.table_name, col.name)}: "
                                        "existing rows get the default", table=table))

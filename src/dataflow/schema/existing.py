@@ -17,18 +17,24 @@ difference instead of applying it:
 
 Columns, indexes and tables that the models do not mention are fine: tables made by other tools
 often carry more than a model declares.
+
+Automatic timestamps follow the live table (``follow_live_timestamps``): ``created_at`` and
+``updated_at`` that DataFlow adds (the model did not declare them) are kept where the table has
+the column and left out of the model where it has not, with an INFO record saying so. A
+timestamp the model declares itself is checked like any other field.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 
 import sqlalchemy as sa
 from alembic.operations import ops
 
 from ..errors import MigrationError
-from ..models import ModelSpec
+from ..models import TIMESTAMP_FIELDS, ModelSpec
 from .diff import LOOSE_TYPES, compare, compare_types, type_info
 
 log = logging.getLogger("dataflow.schema")
@@ -79,8 +85,7 @@ class _Checker:
     def _item(self, op: ops.MigrateOperation) -> None:
         if isinstance(op, ops.AddColumnOp):
             col = op.column
-            hint = ADDED_BY_DATAFLOW.get(col.name) if col.info.get("field") and (
-                col.info["field"].auto or col.name in ("version", "deleted_at")) else None
+            hint = ADDED_BY_DATAFLOW.get(col.name) if col.info.get("field") and col.info["field"].added else None
             self.errors.append(f"{self._name(op.table_name, col.name)} does not exist (expected "
                                f"{type_info(col.type, self.dialect).text})"
                                + (f"; DataFlow adds this field: declare {hint} if the table has none" if hint else ""))
@@ -157,3 +162,40 @@ def check_existing(engine: sa.Engine, metadata: sa.MetaData, specs: dict[str, Mo
         log.warning("existing schema: %s", message)
         warnings.warn(message, SchemaMismatchWarning, stacklevel=2)
     return list(checker.warnings)
+
+
+def follow_live_timestamps(engine: sa.Engine, specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """The specs whose DataFlow-added timestamps the live table lacks, without those fields.
+
+    Returns only the changed specs (model name -> new spec). A timestamp that an index or unique
+    option names is kept (the check then reports the missing column), as is every field the
+    model declared itself. Tables that do not exist are left to ``check_existing``.
+    """
+    changed: dict[str, ModelSpec] = {}
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for name, spec in specs.items():
+            added = [f.name for f in spec.fields.values() if f.added and f.auto in TIMESTAMP_FIELDS]
+            if not added or not inspector.has_table(spec.table):
+                continue
+            named = _option_fields(spec)
+            live = {c["name"] for c in inspector.get_columns(spec.table)}
+            missing = [f for f in added if f not in live and f not in named]
+            for f in added:
+                if f in live:
+                    log.debug("existing schema: %s.%s exists; DataFlow stamps it", spec.table, f)
+            if missing:
+                log.info("existing schema: table %s has no %s column; model %s stores and returns records "
+                         "without %s (DataFlow keeps automatic timestamps only where the table has them)",
+                         spec.table, " or ".join(missing), spec.name, " and ".join(missing))
+                changed[name] = replace(spec, fields={n: f for n, f in spec.fields.items() if n not in missing})
+        conn.rollback()
+    return changed
+
+
+def _option_fields(spec: ModelSpec) -> set[str]:
+    named: set[str] = set()
+    for group in [*spec.options.get("unique", []), *spec.options.get("indexes", [])]:
+        cols = [group] if isinstance(group, str) else list(group["fields"] if isinstance(group, dict) else group)
+        named.update(c for c in cols if isinstance(c, str))
+    return named

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy.exc as sa_exc
 
 from ..driver_errors import translate
-from .existing import check_existing
+from .existing import check_existing, follow_live_timestamps
 from .migrate import MigrationPlan, Migrator
 
 if TYPE_CHECKING:
@@ -20,11 +20,29 @@ def connect_check(db: "DataFlow") -> None:
         with db.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except (sa_exc.SQLAlchemyError, *db.driver_errors) as exc:
-        raise translate(exc, action="connect", where=db.safe_url) from exc
+        raise translate(exc, action="connect", where=db.safe_url) from None
+
+
+def use_live_timestamps(db: "DataFlow") -> None:
+    """existing_schema_mode: drop the automatic timestamps the live tables lack from the models.
+
+    The specs are replaced and the instance's Tables, bindings and codecs rebuilt from them, so
+    every operation (and the codec's stamping of created_at/updated_at) follows the live table.
+    """
+    changed = follow_live_timestamps(db.engine, db.specs)
+    if not changed:
+        return
+    for name, spec in changed.items():
+        db._specs[name] = spec
+        if spec.cls is not None:
+            spec.cls.__dataflow_spec__ = spec
+    db._rebuild()
 
 
 def migrator(db: "DataFlow") -> Migrator:
-    return Migrator(db.engine, db.metadata, db.specs, lock_timeout=db.config.migration_lock_timeout)
+    # ``app`` is the model set's app label if the config has one (diff.label); models may set their own.
+    return Migrator(db.engine, db.metadata, db.specs, lock_timeout=db.config.migration_lock_timeout,
+                    owner=getattr(db.config, "app", None))
 
 
 def start(db: "DataFlow") -> None:
@@ -33,6 +51,7 @@ def start(db: "DataFlow") -> None:
     if not db.specs:
         return
     if db.config.existing_schema_mode:
+        use_live_timestamps(db)
         check_existing(db.engine, db.metadata, db.specs)
     elif db.config.auto_migrate:
         migrator(db).apply()

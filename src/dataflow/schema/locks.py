@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..driver_errors import driver_message
 from ..errors import MigrationError
 
 log = logging.getLogger("dataflow.schema")
@@ -170,14 +171,25 @@ class MigrationLock:
             if self.recipe.begin and not getattr(self._raw, "in_transaction", True):
                 self.conn.exec_driver_sql(self.recipe.begin)
         except (sa.exc.DBAPIError, driver_error) as exc:
-            orig = getattr(exc, "orig", exc)
-            raise MigrationError(f"Could not obtain {what} ({orig}). {hint}", original=exc) from exc
+            raise MigrationError(f"Could not obtain {what} ({driver_message(exc, 'lock')}). {hint}",
+                                 original=exc) from None
 
     def verify(self) -> list[tuple]:
         """Rows that break an invariant the migration must keep (SQLite: foreign key violations)."""
         if not self.recipe.verify:
             return []
         return [tuple(r) for r in self.conn.exec_driver_sql(self.recipe.verify).fetchall()]
+
+    def rollback(self) -> None:
+        """Roll back the migration's transaction (the lock stays held)."""
+        if self._transaction is not None:
+            transaction, self._transaction = self._transaction, None
+            transaction.rollback()
+
+    def begin(self) -> None:
+        """Begin a new transaction under the held lock (after ``rollback``)."""
+        if self._transaction is None:
+            self._transaction = self.conn.begin()
 
     def commit(self) -> None:
         """Commit the migration's transaction."""

@@ -23,10 +23,11 @@ from alembic.operations import Operations, ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine.default import StrCompileDialect
 
+from ..driver_errors import driver_message
 from ..errors import MigrationError
 from ..models import ModelSpec
 from . import history
-from .diff import Differ, Step, quiet_alembic
+from .diff import Differ, Step, label, quiet_alembic
 from .locks import MigrationLock, recipe_for
 
 log = logging.getLogger("dataflow.schema")
@@ -61,6 +62,9 @@ class MigrationPlan:
     applied: bool = False
     destructive_applied: bool = False  # operations include destructive changes (allow_destructive)
     history_id: int | None = None
+    #: Tables DataFlow recorded without an app label that no model here declares: never proposed
+    #: for dropping, since nothing shows these models made them (diff.label, history.py).
+    left_alone: list[str] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -155,8 +159,9 @@ class Migrator:
     """Bring the database behind ``engine`` to the tables of ``metadata`` (built from ``specs``)."""
 
     def __init__(self, engine: sa.Engine, metadata: sa.MetaData, specs: dict[str, ModelSpec], *,
-                 lock_timeout: float = 30.0) -> None:
+                 lock_timeout: float = 30.0, owner: str | None = None) -> None:
         self.engine = engine
+        self.owner = owner  # the app label of models that declare none (diff.label)
         self.metadata = metadata
         self.specs = specs
         self.lock_timeout = lock_timeout
@@ -188,11 +193,14 @@ class Migrator:
                 self._execute(conn, lock, plan)
                 plan.history_id = history.record(
                     conn, operations=plan.operations, sql=plan.sql, checksum=plan.checksum,
-                    tables=self.metadata.tables, destructive=plan.destructive_applied)
+                    tables=self.metadata.tables, destructive=plan.destructive_applied, owners=self._owners())
                 plan.applied = True
             lock.commit()
         self._report(plan)
         return plan
+
+    def _owners(self) -> dict[str, str | None]:
+        return {spec.table: label(spec, self.owner) for spec in self.specs.values()}
 
     @contextmanager
     def _database_errors(self, action: str) -> Iterator[None]:
@@ -200,12 +208,12 @@ class Migrator:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            raise MigrationError(f"Could not {action} the {self.engine.dialect.name} database: {exc.orig}",
-                                 original=exc) from exc
+            raise MigrationError(f"Could not {action} the {self.engine.dialect.name} database: "
+                                 f"{driver_message(exc, action)}", original=exc) from None
 
     # -- planning ------------------------------------------------------------------------------
     def _plan(self, conn: sa.Connection, allow_destructive: bool) -> MigrationPlan:
-        differ = Differ(conn, self.metadata, self.specs).run()
+        differ = Differ(conn, self.metadata, self.specs, owner=self.owner).run()
         if differ.problems:
             message, model, field_name = differ.problems[0]
             if len(differ.problems) > 1:
@@ -226,6 +234,7 @@ class Migrator:
             checksum=model_checksum(self.metadata),
             warnings=differ.warnings,
             destructive_applied=any(s.destructive for s in chosen),
+            left_alone=sorted(differ.left_alone),
         )
 
     def _render(self, conn: sa.Connection, steps: list[Step]) -> list[str]:
@@ -255,24 +264,64 @@ class Migrator:
             try:
                 conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
             except sa.exc.DBAPIError as exc:
+                partial = self._record_partial(conn, lock, plan, number)
                 raise MigrationError(
                     f"Migration failed on {plan.dialect} at statement {number} of {len(plan.sql)}:\n"
-                    f"  {stmt}\n{exc.orig}\n" + self._aftermath(lock, number), original=exc) from exc
+                    f"  {stmt}\n{driver_message(exc, 'migrate')}\n" + self._aftermath(lock, number, partial),
+                    original=exc) from None
         broken = [row for row in lock.verify() if row[:3] not in before]
         if broken:
-            shown = "; ".join(f"{row[0]} row {row[1]} -> {row[2]}" for row in broken[:10])
+            # Table names only: the row ids are stored values, which errors never show.
+            counts: dict[str, int] = {}
+            for row in broken:
+                counts[f"{row[0]} -> {row[2]}"] = counts.get(f"{row[0]} -> {row[2]}", 0) + 1
+            shown = "; ".join(f"{n} row(s) {link}" for link, n in sorted(counts.items()))
             raise MigrationError(
                 f"The migration would leave {len(broken)} row(s) breaking foreign keys ({shown}). "
                 "Nothing was changed (rolled back).")
 
+    def _record_partial(self, conn: sa.Connection, lock: MigrationLock, plan: MigrationPlan,
+                        number: int) -> int | None:
+        """On a database that commits each schema statement, record the statements that ran.
+
+        Without this row, ``dataflow_migrations`` would not show changes that are in the database.
+        Returns the history id, or None when nothing ran or nothing could be recorded.
+        """
+        if lock.recipe.transactional_ddl or number <= 1:
+            return None
+        done = plan.sql[:number - 1]
+        try:
+            # The failed statement may have left the transaction unusable: record on a clean one.
+            lock.rollback()
+            lock.begin()
+            history_id = history.record(
+                conn, operations=[f"PARTIAL: stopped at statement {number} of {len(plan.sql)}; the "
+                                  f"{number - 1} statement(s) before it were applied. Planned:"]
+                + [f"  {op}" for op in plan.operations],
+                sql=done, checksum=plan.checksum, tables=self.metadata.tables,
+                destructive=plan.destructive_applied, owners=self._owners(), partial=True)
+            lock.commit()
+            return history_id
+        except sa.exc.DBAPIError:
+            log.warning("could not record the partial migration in %s", history.HISTORY_TABLE, exc_info=False)
+            return None
+
     @staticmethod
-    def _aftermath(lock: MigrationLock, number: int) -> str:
-        if lock.recipe.transactional_ddl:
+    def _aftermath(lock: MigrationLock, number: int, partial: int | None = None) -> str:
+        if lock.recipe.transactional_ddl or number <= 1:
             return "Nothing was changed (the migration was rolled back)."
+        recorded = (f" They are recorded as partial migration #{partial} in {history.HISTORY_TABLE}."
+                    if partial is not None else "")
         return (f"This database commits each schema statement: the {number - 1} statement(s) before it "
-                "were applied. Fix the cause and migrate again; the next plan starts from the current state.")
+                f"were applied.{recorded} Fix the cause and migrate again; the next plan starts from the "
+                "current state.")
 
     def _report(self, plan: MigrationPlan) -> None:
+        if plan.left_alone:
+            log.info("not proposing to drop table(s) %s: no model here declares them, and the migration "
+                     "history does not show that models of this app made them (label the models with "
+                     "__dataflow__ = {'app': ...} to let a migration propose dropping the tables of removed "
+                     "models)", ", ".join(plan.left_alone))
         for op in plan.operations if plan.applied else ():
             log.info("migrated: %s", op)
         for change in plan.destructive:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import sqlalchemy as sa
@@ -19,6 +20,20 @@ ON_DELETE = {"cascade": "CASCADE", "set_null": "SET NULL", "restrict": "RESTRICT
 MYSQL_COLLATION = "utf8mb4_nopad_bin"
 TABLE_KWARGS = {"mysql_charset": "utf8mb4", "mysql_collate": MYSQL_COLLATION, "mysql_engine": "InnoDB",
                 "mariadb_charset": "utf8mb4", "mariadb_collate": MYSQL_COLLATION, "mariadb_engine": "InnoDB"}
+
+
+#: The longest identifier every supported database keeps whole (PostgreSQL: 63 bytes).
+MAX_NAME = 63
+
+
+def key_name(prefix: str, table: str, rest: str) -> str:
+    """``<prefix>_<table>_<rest>`` for an index or constraint; when longer than 63 characters, cut and
+    ended with a hash of the whole name, so that two long names never become the same one (a plain
+    cut made the indexes of a long table name collide, and the second was silently not created)."""
+    name = f"{prefix}_{table}_{rest}"
+    if len(name) <= MAX_NAME:
+        return name
+    return f"{name[:MAX_NAME - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def build_table(spec: ModelSpec, metadata: sa.MetaData,
@@ -46,7 +61,7 @@ def build_table(spec: ModelSpec, metadata: sa.MetaData,
                 raise ModelError(f"{spec.name}.{f.name}: on_delete must be one of cascade, set_null, "
                                  f"restrict, no_action", model=spec.name, field=f.name)
             args.append(sa.ForeignKey(f"{target.table}.{target.primary_key}", ondelete=ondelete,
-                                      name=f"fk_{spec.table}_{f.name}"[:63]))
+                                      name=key_name("fk", spec.table, f.name)))
         columns.append(sa.Column(
             f.name,
             column_type(f.pytype, max_length=f.max_length, precision=f.precision, scale=f.scale,
@@ -65,23 +80,23 @@ def build_table(spec: ModelSpec, metadata: sa.MetaData,
     for f in spec.fields.values():
         if f.unique and not f.primary_key and f.name != spec.tenant:
             cols = [*per_tenant, f.name]
-            columns.append(sa.UniqueConstraint(*cols, name=f"uq_{spec.table}_{'_'.join(cols)}"[:63]))
+            columns.append(sa.UniqueConstraint(*cols, name=key_name("uq", spec.table, '_'.join(cols))))
         elif f.index or f.references:
-            columns.append(sa.Index(f"ix_{spec.table}_{f.name}"[:63], f.name))
+            columns.append(sa.Index(key_name("ix", spec.table, f.name), f.name))
     for group in spec.options.get("unique", []):
         if not isinstance(group, str):
             cols = [*per_tenant, *[c for c in group if c != spec.tenant]]
-            columns.append(sa.UniqueConstraint(*cols, name=f"uq_{spec.table}_{'_'.join(cols)}"[:63]))
+            columns.append(sa.UniqueConstraint(*cols, name=key_name("uq", spec.table, '_'.join(cols))))
     for group in spec.options.get("indexes", []):
         if isinstance(group, dict):
             cols = list(group["fields"])
             if group.get("unique") and per_tenant:
                 cols = [*per_tenant, *[c for c in cols if c != spec.tenant]]
-            columns.append(sa.Index(group.get("name") or f"ix_{spec.table}_{'_'.join(cols)}"[:63], *cols,
+            columns.append(sa.Index(group.get("name") or key_name("ix", spec.table, '_'.join(cols)), *cols,
                                     unique=bool(group.get("unique"))))
         elif not isinstance(group, str):
             cols = list(group)
-            columns.append(sa.Index(f"ix_{spec.table}_{'_'.join(cols)}"[:63], *cols))
+            columns.append(sa.Index(key_name("ix", spec.table, '_'.join(cols)), *cols))
     if spec.table in metadata.tables:
         metadata.remove(metadata.tables[spec.table])
     return sa.Table(spec.table, metadata, *columns, info={"model": spec.name}, **TABLE_KWARGS)

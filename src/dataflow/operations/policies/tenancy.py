@@ -135,12 +135,12 @@ class Tenancy(Policy):
             value = row.get(pk) if isinstance(row, Mapping) else None
             if value is not None:
                 try:
-                    keys.add(b.codec.key(value))
+                    keys.add(b.model_codec.key(value))
                 except ValidationError:
                     pass  # the row's own check reports it
         if not keys:
             return
-        col = b.table.c[b.spec.tenant]
+        col = b.table.c[str(b.model_spec.tenant)]
         for chunk in _chunks(sorted(keys, key=repr), 1000):
             stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_(chunk), col != call.ctx.tenant)
             if conn.execute(stmt).scalar_one():
@@ -177,7 +177,9 @@ class RowLevelSecurity:
     def _on_begin(conn: sa.Connection) -> None:
         ctx = current()
         # On the driver connection: the statement opens the transaction the caller's statements join.
-        cursor = conn.connection.dbapi_connection.cursor()
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # a connection beginning a transaction has one
+        cursor = dbapi.cursor()
         try:
             cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
                            (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
