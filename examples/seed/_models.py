@@ -54,6 +54,12 @@ def declare_users(app: DataFlow) -> type:
 def order_app(url: str = URL) -> DataFlow:
     """A DataFlow with orders, order items, sessions and logs, as the dashboard examples query them."""
     app = DataFlow(url)
+    declare_orders(app)
+    return app
+
+
+def declare_orders(app: DataFlow) -> None:
+    """Declare Order, OrderItem, Session and Log on ``app`` and store their rows (unless already stored)."""
     now = datetime.now(timezone.utc)
 
     @app.model
@@ -83,6 +89,8 @@ def order_app(url: str = URL) -> DataFlow:
         message: str
         timestamp: datetime
 
+    if app.count("Order"):
+        return
     app.bulk_create("Order", [
         {"customer_id": c, "amount": Decimal(a), "status": s}
         for c, a, s in [(1, "10.50", "completed"), (1, "20.00", "completed"), (2, "5.25", "completed"),
@@ -94,4 +102,3 @@ def order_app(url: str = URL) -> DataFlow:
                                 for i, m in enumerate([1, 2, 4, 10, 60])])
     app.bulk_create("Log", [{"level": lv, "message": "m", "timestamp": now - timedelta(minutes=m)}
                             for lv, m in [("ERROR", 5), ("ERROR", 30), ("INFO", 1), ("ERROR", 90)]])
-    return app

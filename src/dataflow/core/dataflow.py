@@ -362,6 +362,42 @@ class DataFlow:
 
         return QueryBuilder(self, name)
 
+    # ------------------------------------------------------------------ web (dataflow.web, imported on first use)
+    @property
+    def web(self):
+        """The web side of this instance: routes, resources, request middleware, the server."""
+        web = self.__dict__.get("_web")
+        if web is None:
+            from ..web import Web
+
+            web = self.__dict__["_web"] = Web(self)
+        return web
+
+    def endpoint(self, path: str, **options: Any):
+        """``@app.endpoint("/metrics/sales")``: serve a function's result as JSON."""
+        return self.web.endpoint(path, **options)
+
+    def resource(self, name: str, **options: Any):
+        """``@app.resource("users") class UserResource``: REST routes over a model, with hooks."""
+        return self.web.resource(name, **options)
+
+    def middleware(self, name: str):
+        """``@app.middleware("tenant_isolation") def f(query, request)``: narrow every query of a request."""
+        return self.web.middleware(name)
+
+    def add_middleware(self, cls: Any, **options: Any) -> None:
+        """Add plain ASGI/Starlette middleware to the web app."""
+        self.web.add_middleware(cls, **options)
+
+    def start(self, host: str | None = None, port: int | None = None, **options: Any) -> None:
+        """Serve the web app with uvicorn until SIGTERM/SIGINT (DATAFLOW_HOST/DATAFLOW_PORT, else 0.0.0.0:8000)."""
+        self.web.start(host, port, **options)
+
+    @property
+    def asgi(self):
+        """The ASGI application serving this instance's endpoints and resources."""
+        return self.web.asgi
+
     # ------------------------------------------------------------------ multi-tenancy (operations/policies/tenancy.py)
     def tenant(self, tenant: str | None, *, bypass: bool = False):
         """Run a block for one tenant: ``with db.tenant("acme"): ...``; ``db.tenant(None, bypass=True)``
