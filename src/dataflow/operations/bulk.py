@@ -206,8 +206,8 @@ class BulkOperations(OperationsBase):
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
                 for chunk in _chunks(group, call.options["batch_size"]):
                     call.state["chunk"], call.state["target"] = chunk, target
+                    self.executor.before_statement(call, conn)  # policies refuse first (a tenant's keys)
                     self._guard_other_keys(conn, call, target, chunk)
-                    self.executor.before_statement(call, conn)
                     new = self._new_keys(conn, call, target, chunk)
                     conn.execute(stmt, chunk)
                     updated += len(chunk) - new
