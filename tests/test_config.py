@@ -328,23 +328,30 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url):
 
 
 # ---------------------------------------------------------------- no silent settings
-@pytest.mark.parametrize("setting", [{"multi_tenant": True}, {"tenant_field": "org_id"},
-                                     {"tenant_header": "X-Org"}])
-def test_settings_of_unbuilt_features_are_refused(setting):
-    name = next(iter(setting))
-    with pytest.raises(SettingError, match=rf"^{name} (is not supported yet|configures multi_tenant)"):
-        DataFlow("sqlite://", **setting)
-    with pytest.raises(SettingError, match=rf"^{name} "):
-        DataFlow({"database_url": "sqlite://", **setting})
+# Every setting's feature is built now; the refusal machinery stays for the next one (config.UNBUILT).
+@pytest.fixture
+def unbuilt_metrics(monkeypatch):
+    """Pretend the metrics endpoint were not built, as it was before issue 11."""
+    from dataflow.core import config
+
+    monkeypatch.setitem(config.UNBUILT, "enable_metrics", "the Prometheus metrics endpoint")
+    monkeypatch.setattr(config, "_warned", set())
 
 
-def test_unbuilt_settings_from_the_environment_are_warned_about(monkeypatch, caplog):
-    monkeypatch.setenv("DATAFLOW_MULTI_TENANT", "true")
-    monkeypatch.setattr("dataflow.core.config._warned", set())
-    with pytest.warns(RuntimeWarning, match=r"DATAFLOW_MULTI_TENANT is set, but multi-tenant isolation is not built"):
+def test_settings_of_unbuilt_features_are_refused(unbuilt_metrics):
+    with pytest.raises(SettingError, match=r"^enable_metrics is not supported yet"):
+        DataFlow("sqlite://", enable_metrics=True)
+    with pytest.raises(SettingError, match=r"^enable_metrics "):
+        DataFlow({"database_url": "sqlite://", "enable_metrics": True})
+
+
+def test_unbuilt_settings_from_the_environment_are_warned_about(unbuilt_metrics, monkeypatch, caplog):
+    monkeypatch.setenv("DATAFLOW_ENABLE_METRICS", "true")
+    with pytest.warns(RuntimeWarning, match=r"DATAFLOW_ENABLE_METRICS is set, but the Prometheus metrics endpoint "
+                                            r"is not built"):
         cfg = DataFlowConfig.build({"database_url": "sqlite://"})
-    assert cfg.multi_tenant is False
-    assert "DATAFLOW_MULTI_TENANT is set" in caplog.text
+    assert cfg.enable_metrics is False
+    assert "DATAFLOW_ENABLE_METRICS is set" in caplog.text
 
 
 def test_unknown_dataflow_variables_are_warned_about(monkeypatch):

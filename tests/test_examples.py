@@ -213,6 +213,16 @@ def check_13(g, db_url):
     assert [u["name"] for u in g["users"]] == ["Eve Loe", "Carol Poe", "Bob Roe", "john lower", "John Smith"]
 
 
+def check_15(g, db_url):
+    assert g["app"].config.multi_tenant and g["app"].tenant_header == "X-Tenant-ID"
+    assert "users.tenant_id = 'acme'" in g["sql"] and "users.active" in g["sql"]
+    assert [u["name"] for u in g["acme_users"]] == ["acme ann"]
+    assert [u["name"] for u in g["globex_users"]] == ["globex ann"]
+    assert raw(db_url, "SELECT tenant_id, email FROM users ORDER BY id") == [
+        ("acme", "ann@example.com"), ("acme", "bob@example.com"),
+        ("globex", "ann@example.com"), ("globex", "bob@example.com")]
+
+
 CHECKS = {
     "01_model_definition.py": check_01,
     "02_generated_nodes.py": check_02,
@@ -228,6 +238,7 @@ CHECKS = {
     "12_cached_system_health.py": check_12,
     "13_migration_guide.py": check_13,
     "14_benchmark_metrics.py": check_14,
+    "15_multi_tenant.py": check_15,
 }
 
 

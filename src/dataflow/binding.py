@@ -66,8 +66,11 @@ class Binding:
     def for_model(cls, spec: ModelSpec, table: sa.Table) -> "Binding":
         constraints = {}
         for c in table.constraints:
-            if isinstance(c, sa.UniqueConstraint) and c.name and len(c.columns) == 1:
-                constraints[str(c.name)] = next(iter(c.columns)).name
+            # A per-tenant unique constraint (tenant, field) names its field (the tenant is implied).
+            own = [col.name for col in c.columns if col.name != spec.tenant] if isinstance(
+                c, sa.UniqueConstraint) else []
+            if isinstance(c, sa.UniqueConstraint) and c.name and len(own) == 1:
+                constraints[str(c.name)] = own[0]
             if isinstance(c, sa.ForeignKeyConstraint) and c.name:
                 constraints[str(c.name)] = next(iter(c.columns)).name
         return cls(name=spec.name, table=table, spec=spec, codec=Codec(spec), constraints=constraints)

@@ -22,6 +22,10 @@ RESERVED_FIELDS = RESERVED
 
 TIMESTAMP_FIELDS = ("created_at", "updated_at")
 
+#: Multi-tenant: length of the tenant column DataFlow adds (it starts every unique index, so it is kept
+#: short: MySQL limits an index key to 3072 bytes).
+TENANT_LENGTH = 64
+
 _MISSING: Any = object()
 
 #: What ``on_delete`` may say: what happens to referring records when the referenced one is deleted.
@@ -67,7 +71,7 @@ class FieldSpec:
     index: bool = False
     references: str | None = None
     on_delete: str | None = None
-    auto: str | None = None  # "created_at" / "updated_at": kept by DataFlow
+    auto: str | None = None  # "created_at" / "updated_at" / "tenant": kept by DataFlow
     added: bool = False  # not declared by the model: DataFlow adds it (timestamps, version, deleted_at)
 
     @property
@@ -103,6 +107,8 @@ class ModelSpec:
     primary_key: str
     options: dict[str, Any] = dc_field(default_factory=dict)
     cls: type | None = None
+    #: Multi-tenant: the tenant column of a tenant-scoped model (None: shared, or not multi-tenant).
+    tenant: str | None = None
 
     @property
     def timestamps(self) -> bool:
@@ -160,10 +166,18 @@ def _unwrap(name: str, model: str, annotation: Any) -> tuple[type, bool, Field |
     return base, nullable, opts
 
 
-def spec_from_class(cls: type) -> ModelSpec:
-    """Read a class's annotations, defaults and ``__dataflow__`` options into a ``ModelSpec``."""
+def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_default: str | None = None) -> ModelSpec:
+    """Read a class's annotations, defaults and ``__dataflow__`` options into a ``ModelSpec``.
+
+    ``tenant_field`` (multi-tenant instances): the model gets that column, kept by DataFlow, unless
+    it opts out with ``__dataflow__ = {"tenant_scoped": False}``. ``tenant_default`` is only what a
+    migration writes into rows that exist when the column is added (records are always stamped).
+    """
     model = cls.__name__
     options = dict(getattr(cls, "__dataflow__", {}) or {})
+    if not isinstance(options.get("tenant_scoped", True), bool):
+        raise ModelError(f"{model}: __dataflow__['tenant_scoped'] must be True or False", model=model)
+    tenant = tenant_field if tenant_field and options.get("tenant_scoped", True) else None
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as exc:  # a forward reference that does not resolve
@@ -241,6 +255,15 @@ def spec_from_class(cls: type) -> ModelSpec:
         ordered.setdefault("version", kept("version", int, default=1))
     if options.get("soft_delete"):
         ordered.setdefault("deleted_at", kept("deleted_at", datetime, nullable=True))
+    if tenant:
+        declared = ordered.get(tenant)
+        if declared is not None and (declared.pytype is not str or declared.nullable or declared.primary_key):
+            raise ModelError(f"{model}.{tenant} is the tenant field: declare it as 'str' (not Optional, not the "
+                             f"key), or leave it out and DataFlow adds it", model=model, field=tenant)
+        # Kept by DataFlow: stamped on every write, so never required from the caller.
+        ordered[tenant] = FieldSpec(tenant, str, max_length=declared.max_length if declared else TENANT_LENGTH,
+                                    index=True, auto="tenant",
+                                    default=tenant_default if tenant_default is not None else _MISSING)
     for fname in fks:
         if fname not in ordered:
             raise ModelError(f"{model}: foreign_keys names unknown field {fname!r}", model=model, field=fname)
@@ -250,7 +273,8 @@ def spec_from_class(cls: type) -> ModelSpec:
     if app is not None and not (isinstance(app, str) and app.strip()):
         raise ModelError(f"{model}: __dataflow__['app'] must be a non-empty string naming the app the model "
                          f"belongs to; got {type(app).__name__}", model=model)
-    return ModelSpec(name=model, table=table, fields=ordered, primary_key=pk, options=options, cls=cls)
+    return ModelSpec(name=model, table=table, fields=ordered, primary_key=pk, options=options, cls=cls,
+                     tenant=tenant)
 
 
 #: Identifier characters only, as for field names: the name is written into SQL (DDL, index names,

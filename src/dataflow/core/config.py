@@ -25,10 +25,9 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 #: Settings whose feature is not built yet: what they would do. Given in code they are refused;
 #: from the environment they are warned about. A feature that lands removes its line.
 UNBUILT: dict[str, str] = {
-    "multi_tenant": "multi-tenant isolation",
 }
 #: Settings that configure an unbuilt feature: refused when they differ from their default.
-UNBUILT_DETAILS: dict[str, str] = {"tenant_header": "multi_tenant", "tenant_field": "multi_tenant"}
+UNBUILT_DETAILS: dict[str, str] = {}
 
 #: DATAFLOW_* variables read elsewhere (the web server, the test suite), not settings of an instance.
 OTHER_VARIABLES = frozenset({"HOST", "PORT", "TEST_URLS", "TEST_PG", "TEST_MYSQL", "LOG_FORMAT"})
@@ -57,6 +56,12 @@ class DataFlowConfig:
     multi_tenant: bool = False
     tenant_header: str = "X-Tenant-ID"
     tenant_field: str = "tenant_id"
+    #: Multi-tenant: the value existing rows get when a migration adds the tenant column to a table
+    #: that has rows (None: such a migration stops with a MigrationError asking for it).
+    tenant_default: str | None = None
+    #: Multi-tenant on PostgreSQL: row-level security as a second wall (a policy per tenant table,
+    #: FORCE ROW LEVEL SECURITY, the tenant set with set_config(..., true) in every transaction).
+    tenant_rls: bool = True
     redis_url: str | None = None
     log_level: str | None = None
     enable_metrics: bool = False
@@ -138,6 +143,12 @@ class DataFlowConfig:
             raise SettingError("cache_size must be a positive integer")
         if not isinstance(self.cache_prefix, str):
             raise SettingError("cache_prefix must be a string")
+        if not isinstance(self.tenant_field, str) or not self.tenant_field.isidentifier():
+            raise SettingError("tenant_field must be a field name such as 'tenant_id'")
+        if not isinstance(self.tenant_header, str) or not self.tenant_header.strip():
+            raise SettingError("tenant_header must be an HTTP header name such as 'X-Tenant-ID'")
+        if self.tenant_default is not None and (not isinstance(self.tenant_default, str) or not self.tenant_default):
+            raise SettingError("tenant_default must be a non-empty string (a tenant id)")
         if not isinstance(self.node_prefix, str) or (self.node_prefix and not self.node_prefix.isidentifier()):
             raise SettingError("node_prefix must be a Python identifier such as 'Shop' (it starts node names)")
 

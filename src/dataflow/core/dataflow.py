@@ -64,7 +64,9 @@ class DataFlow:
         """Declare a model: ``@db.model class User: name: str``. Generates its nodes."""
         from ..nodes import register_nodes
 
-        spec = spec_from_class(cls)
+        tenancy = self.config.multi_tenant
+        spec = spec_from_class(cls, tenant_field=self.config.tenant_field if tenancy else None,
+                               tenant_default=self.config.tenant_default)
         with self._lock:
             taken = self._names.get(spec.table)
             if taken and taken != spec.name:
@@ -412,6 +414,19 @@ class DataFlow:
     def asgi(self):
         """The ASGI application serving this instance's endpoints and resources."""
         return self.web.asgi
+
+    # ------------------------------------------------------------------ multi-tenancy (operations/policies/tenancy.py)
+    def tenant(self, tenant: str | None, *, bypass: bool = False):
+        """Run a block for one tenant: ``with db.tenant("acme"): ...``; ``db.tenant(None, bypass=True)``
+        runs admin jobs across tenants (logged at WARNING)."""
+        from ..operations.policies.tenancy import tenant_scope
+
+        return tenant_scope(tenant, bypass=bypass)
+
+    @property
+    def tenant_header(self) -> str:
+        """The request header the web layer reads the tenant from (setting ``tenant_header``)."""
+        return self.config.tenant_header
 
 
     # ------------------------------------------------------------------ metrics, cache, transactions, pool

@@ -14,7 +14,7 @@ from ..query import compile_sort
 from ..query.sorting import parse_sort
 from .call import MISSING, Call
 from .executor import Executor, Where
-from .policies import SoftDelete, Versioning
+from .policies import SoftDelete, Tenancy, Versioning
 
 if TYPE_CHECKING:
     from ..core.dataflow import DataFlow
@@ -31,6 +31,8 @@ class OperationsBase:
     def __init__(self, db: "DataFlow") -> None:
         self.db = db
         self.executor = Executor(db)
+        if db.config.multi_tenant:  # first: a call with no tenant is refused before any other policy acts
+            self.executor.add(Tenancy(db.config.tenant_field, db.config.tenant_header, db=db))
         self.executor.add(SoftDelete())
         self.executor.add(Versioning())
 

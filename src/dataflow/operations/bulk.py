@@ -44,7 +44,7 @@ class BulkOperations(OperationsBase):
             if fast is not None:
                 with self.executor.transaction(call) as conn:
                     self.executor.before_statement(call, conn)
-                    insert_columns(self.db.backend, conn, b.table, *fast, watched=self.executor.watched())
+                    insert_columns(self.db.backend, conn, b.table, *fast, watched=_no_copy(self.executor, call))
                     self._advance_sequence(conn, b, fast[0])
                     self.executor.after_statement(call, conn, rowcount=len(data))
                 return {"processed": len(data), "inserted": len(data), "success": True}
@@ -55,7 +55,7 @@ class BulkOperations(OperationsBase):
             self.executor.before_statement(call, conn)
             for keys, group in _group_by_keys(rows):
                 if on_conflict == "error" and not return_ids:
-                    insert_rows(self.db.backend, conn, b.table, keys, group, watched=self.executor.watched())
+                    insert_rows(self.db.backend, conn, b.table, keys, group, watched=_no_copy(self.executor, call))
                     inserted += len(group)
                     self._advance_sequence(conn, b, keys)
                     continue
@@ -99,10 +99,14 @@ class BulkOperations(OperationsBase):
         return rows
 
     def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
+        # Multi-tenant: unique constraints are per tenant (tenant column first); records carry the tenant.
+        tenant = [b.model_spec.tenant] if b.model_spec.tenant else []
         if conflict_on:
             unknown = [c for c in conflict_on if c not in b.model_spec.fields]
             if unknown:
                 raise b.model_codec.unknown(unknown, "conflict_on")
+            if tenant and not _is_unique(b.table, conflict_on) and _is_unique(b.table, [*tenant, *conflict_on]):
+                conflict_on = [*tenant, *conflict_on]
             if not _is_unique(b.table, conflict_on):
                 # Else PostgreSQL and SQLite fail with a driver error and MySQL ignores the target.
                 raise ValidationError(f"{b.name}: conflict_on {list(conflict_on)} must be the primary key, a unique "
@@ -112,9 +116,9 @@ class BulkOperations(OperationsBase):
             return list(conflict_on)
         if b.pk.name in keys:
             return [b.pk.name]
-        uniques = [f.name for f in b.model_spec.fields.values() if f.unique]
+        uniques = [f.name for f in b.model_spec.fields.values() if f.unique and f.name != b.model_spec.tenant]
         if uniques:
-            return [uniques[0]]
+            return [*tenant, uniques[0]]
         raise ValidationError(f"{b.name}: say which fields identify a duplicate with 'conflict_on' "
                               f"(no primary key in the data and no unique field)", model=b.name)
 
@@ -202,8 +206,8 @@ class BulkOperations(OperationsBase):
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
                 for chunk in _chunks(group, call.options["batch_size"]):
                     call.state["chunk"], call.state["target"] = chunk, target
+                    self.executor.before_statement(call, conn)  # policies refuse first (a tenant's keys)
                     self._guard_other_keys(conn, call, target, chunk)
-                    self.executor.before_statement(call, conn)
                     new = self._new_keys(conn, call, target, chunk)
                     conn.execute(stmt, chunk)
                     updated += len(chunk) - new
@@ -268,6 +272,12 @@ class BulkOperations(OperationsBase):
         found = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(b.pk, *cols).where(cond, *where.clauses()),
                                                            where.params)}
         return [found[k] for k in keys if k in found]
+
+
+def _no_copy(executor, call: Call) -> bool:
+    """True when a bulk load must not use COPY: statements are watched, or a policy noted that the table
+    refuses it (PostgreSQL refuses COPY FROM into a table with row-level security)."""
+    return executor.watched() or bool(call.state.get("rls"))
 
 
 def _stamped(call: Call) -> Sequence[Mapping[str, Any]]:

@@ -414,6 +414,10 @@ class Differ:
             why = (f"its default {field.default!r} cannot be written as a column default on "
                    f"{self.dialect.name}, so the rows already in {op.table_name} would have no value")
             todo = "make it Optional[...]"
+        elif col.info.get("tenant"):  # multi-tenant: which tenant do the rows already there belong to?
+            why = f"it is the tenant column (NOT NULL), and the rows already in {op.table_name} belong to no tenant"
+            todo = ("set tenant_default to the tenant those rows belong to (DataFlow(..., tenant_default='<tenant "
+                    "id>') or DATAFLOW_TENANT_DEFAULT)")
         elif field is not None and field.default_factory is not None:
             why = ("its default is computed by a function, which cannot fill the rows already in "
                    f"{op.table_name}")

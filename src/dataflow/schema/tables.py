@@ -71,21 +71,27 @@ def build_table(spec: ModelSpec, metadata: sa.MetaData,
             autoincrement=True if f.autoincrement else False,
             nullable=f.nullable and not f.primary_key,
             # DataFlow stamps created_at/updated_at itself; the server default covers rows other tools insert.
-            server_default=sa.text("CURRENT_TIMESTAMP") if f.auto else None,
-            info={"pytype": f.pytype, "field": f},
+            server_default=sa.text("CURRENT_TIMESTAMP") if f.auto in ("created_at", "updated_at") else None,
+            info={"pytype": f.pytype, "field": f, **({"tenant": True} if f.name == spec.tenant else {})},
         ))
+    # Multi-tenant: every unique constraint is per tenant (two tenants may both have email 'a@x'), so
+    # it starts with the tenant column; its name says so (uq_<table>_<tenant>_<fields>).
+    per_tenant = [spec.tenant] if spec.tenant else []
     for f in spec.fields.values():
-        if f.unique and not f.primary_key:
-            columns.append(sa.UniqueConstraint(f.name, name=key_name("uq", spec.table, f.name)))
+        if f.unique and not f.primary_key and f.name != spec.tenant:
+            cols = [*per_tenant, f.name]
+            columns.append(sa.UniqueConstraint(*cols, name=key_name("uq", spec.table, '_'.join(cols))))
         elif f.index or f.references:
             columns.append(sa.Index(key_name("ix", spec.table, f.name), f.name))
     for group in spec.options.get("unique", []):
         if not isinstance(group, str):
-            cols = list(group)
+            cols = [*per_tenant, *[c for c in group if c != spec.tenant]]
             columns.append(sa.UniqueConstraint(*cols, name=key_name("uq", spec.table, '_'.join(cols))))
     for group in spec.options.get("indexes", []):
         if isinstance(group, dict):
             cols = list(group["fields"])
+            if group.get("unique") and per_tenant:
+                cols = [*per_tenant, *[c for c in cols if c != spec.tenant]]
             columns.append(sa.Index(group.get("name") or key_name("ix", spec.table, '_'.join(cols)), *cols,
                                     unique=bool(group.get("unique"))))
         elif not isinstance(group, str):

@@ -1,6 +1,7 @@
 """The policies DataFlow puts on every instance's chain, one concern per module."""
 
 from .soft_delete import SoftDelete
+from .tenancy import Tenancy
 from .versioning import Versioning
 
-__all__ = ["SoftDelete", "Versioning"]
+__all__ = ["SoftDelete", "Tenancy", "Versioning"]

@@ -1,0 +1,279 @@
+"""Multi-tenant isolation (``DataFlow(multi_tenant=True)``): every call on a tenant-scoped model sees,
+changes and creates the current tenant's records only.
+
+The current tenant is ``context.current().tenant``, set by ``with db.tenant("acme"):`` or by the web
+layer from the ``tenant_header`` of a request. For each call on a model with a tenant column:
+
+- no tenant set (and no bypass): ``TenantError``, whatever the action (fail closed);
+- every call that selects existing records (reads, counts, aggregates, includes, updates, deletes,
+  upserts, the bulk forms) gets ``<tenant_field> = :df_tenant``: one more WHERE part, so it is in the
+  prepared-statement key and its value is bound per call;
+- every write stamps the tenant on the records it creates;
+- a record or an upsert naming another tenant in the tenant field is refused (``TenantError``), never
+  stored for that tenant nor silently re-stamped; changing the tenant field is refused (a record never
+  moves to another tenant); a bulk load that names the primary key of another tenant's record is
+  refused before its INSERT (MySQL's ``ON DUPLICATE KEY`` would otherwise change that record);
+- ``with db.tenant(None, bypass=True):`` (admin jobs, migrations) adds no condition; creates must then
+  name the tenant of each record. Entering it is logged at WARNING with the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+import sqlalchemy as sa
+
+from ...errors import TenantError, ValidationError
+from ..call import Call, Condition
+from ..context import Context, current, scope
+from ..policy import Policy
+
+log = logging.getLogger("dataflow.tenancy")
+
+#: Writes whose records may carry a primary key that an ON CONFLICT / ON DUPLICATE KEY clause matches.
+_KEYED_LOADS = frozenset({"bulk_create", "bulk_upsert"})
+#: Writes that change existing records (their data must not move them to another tenant).
+_CHANGES = frozenset({"update", "bulk_update", "upsert"})
+
+
+class Tenancy(Policy):
+    """Scope, stamp and guard every call on a tenant-scoped model (``spec.tenant`` set)."""
+
+    name = "tenancy"
+
+    def __init__(self, field: str = "tenant_id", header: str = "X-Tenant-ID", *, db: Any = None) -> None:
+        self.field = field
+        self.header = header      # the web layer reads the tenant from this request header
+        self._builders: dict[str, Any] = {}
+        #: PostgreSQL row-level security (the second wall), when the instance runs on PostgreSQL.
+        self.rls = RowLevelSecurity(db) if db is not None and db.backend == "postgresql" and \
+            db.config.tenant_rls else None
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, call: Call) -> None:
+        spec = call.binding.spec
+        if spec is None or spec.tenant is None:
+            return
+        field, ctx = spec.tenant, call.ctx
+        tenant = ctx.tenant
+        if self.rls is not None:
+            self.rls.ensure(call.binding.table.name)
+            call.in_transaction = True   # the tenant is set inside the statement's transaction
+            call.state["rls"] = True     # bulk loads: COPY FROM is refused on such tables
+        if tenant is None:
+            if not ctx.tenant_bypass:
+                raise TenantError(f"{call.model} {_label(call)} refused: no tenant is set and {call.model} is "
+                                  f"tenant-scoped; run it inside 'with db.tenant(<tenant id>):' (or send the "
+                                  f"{self.header} header), or 'with db.tenant(None, bypass=True):' for admin jobs",
+                                  model=call.model)
+            self._plan_bypass(call, field)
+            return
+        if call.scoped:
+            call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
+        if not call.writes:
+            return
+        if call.action in _CHANGES and isinstance(call.data, Mapping) and field in call.data:
+            if call.data[field] != tenant:
+                raise _moved(call, field)
+        if call.action == "create":
+            _check_record(call, field, tenant, call.data)
+            call.stamp(field, tenant)
+        elif call.action == "upsert":
+            _check_record(call, field, tenant, call.options.get("new") or {})
+            had = field in call.data
+            call.stamp(field, tenant)           # for the INSERT branch (state["stamp"])
+            if not had:
+                call.data.pop(field, None)       # the UPDATE branch changes only what the caller asked
+        elif call.action in _KEYED_LOADS:
+            for i, row in enumerate(call.data or ()):
+                if isinstance(row, Mapping):
+                    _check_record(call, field, tenant, row, index=i)
+            call.stamp(field, tenant)
+            call.state["tenant_guard"] = True
+
+    def _plan_bypass(self, call: Call, field: str) -> None:
+        """Admin jobs: no condition; records must say their tenant; records never move."""
+        if call.action in _CHANGES and isinstance(call.data, Mapping) and field in call.data:
+            raise _moved(call, field)
+        rows: list[Mapping] = []
+        if call.action == "create":
+            rows = [call.data]
+        elif call.action == "upsert":
+            rows = [call.options.get("new") or {}]
+        elif call.action in _KEYED_LOADS:
+            rows = [r for r in call.data or () if isinstance(r, Mapping)]
+        for i, row in enumerate(rows):
+            if row.get(field) is None:
+                where = f"data[{i}]: " if call.action in _KEYED_LOADS else ""
+                raise ValidationError(f"{where}{call.model} {_label(call)} under tenant bypass: no tenant is set, "
+                                      f"so each record must name its tenant in {field}", model=call.model,
+                                      field=field)
+
+    def _build(self, field: str):
+        build = self._builders.get(field)
+        if build is None:
+            def build(table: sa.Table, field: str = field) -> Any:
+                col = table.c[field]
+                return col == sa.bindparam("df_tenant", type_=col.type)
+            self._builders[field] = build
+        return build
+
+    # ------------------------------------------------------------------ in the transaction
+    def before_statement(self, call: Call, conn: Any) -> None:
+        """A bulk load naming primary keys: none of them may belong to another tenant's record."""
+        if not call.state.pop("tenant_guard", False):
+            return
+        b = call.binding
+        if call.action == "bulk_create" and call.options.get("on_conflict") in ("error", "skip"):
+            return  # a taken key fails the INSERT or is skipped: nothing changes
+        pk = b.pk.name
+        keys = set()
+        for row in call.data or ():
+            value = row.get(pk) if isinstance(row, Mapping) else None
+            if value is not None:
+                try:
+                    keys.add(b.model_codec.key(value))
+                except ValidationError:
+                    pass  # the row's own check reports it
+        if not keys:
+            return
+        col = b.table.c[str(b.model_spec.tenant)]
+        for chunk in _chunks(sorted(keys, key=repr), 1000):
+            stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_(chunk), col != call.ctx.tenant)
+            if conn.execute(stmt).scalar_one():
+                raise TenantError(f"{call.model} {_label(call)} refused: a record names the {pk} of a record "
+                                  f"that belongs to another tenant", model=call.model, field=pk)
+
+
+# ---------------------------------------------------------------------- PostgreSQL: the second wall
+RLS_POLICY = "dataflow_tenant"
+TENANT_SETTING = "dataflow.tenant"
+BYPASS_SETTING = "dataflow.bypass"
+
+
+class RowLevelSecurity:
+    """Row-level security on every tenant table, fed by the context in every transaction.
+
+    Each tenant table gets ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` (so the owner, the role
+    DataFlow migrates with, is bound too) and one policy: rows whose tenant column equals
+    ``current_setting('dataflow.tenant')``, or every row while ``dataflow.bypass`` is ``on``; for
+    reads (USING) and for written rows (WITH CHECK). At the start of every transaction on the
+    instance's engine (DataFlow's own and hand-written SQL through ``db.engine`` alike) the current
+    context's tenant is set with ``set_config(..., true)``: local to that transaction, so nothing
+    leaks through the pool. No tenant set: the empty string, which matches no row (fail closed).
+    Superusers and BYPASSRLS roles are not bound by any policy: that is logged once.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.installed: set[str] = set()
+        self._lock = threading.Lock()
+        sa.event.listen(db.engine, "begin", self._on_begin)
+
+    @staticmethod
+    def _on_begin(conn: sa.Connection) -> None:
+        ctx = current()
+        # On the driver connection: the statement opens the transaction the caller's statements join.
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # a connection beginning a transaction has one
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                           (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
+        finally:
+            cursor.close()
+
+    def ensure(self, table: str) -> None:
+        """Install the policies of every tenant table, once per instance (and again for new models)."""
+        if table in self.installed:
+            return
+        with self._lock:
+            if table in self.installed:
+                return
+            db = self.db
+            db.ensure_ready()
+            specs = [s for s in db.specs.values() if s.tenant and s.table not in self.installed]
+            if db.config.existing_schema_mode:
+                log.warning("existing_schema_mode: DataFlow does not install row-level security on %s; "
+                            "the tenant condition in every statement is the only wall", ", ".join(
+                                s.table for s in specs))
+            else:
+                try:
+                    with db.engine.begin() as conn:
+                        for spec in specs:
+                            self._install(conn, spec.table, spec.tenant)
+                        bypasses = conn.exec_driver_sql(
+                            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").scalar()
+                except (sa.exc.SQLAlchemyError, *db.driver_errors) as exc:
+                    from ...driver_errors import translate
+                    from ...errors import MigrationError
+
+                    err = translate(exc, action="install row-level security", where=db.safe_url)
+                    raise MigrationError(f"Could not install row-level security on the tenant tables ({err.message}); "
+                                         f"the role DataFlow connects with must own them, or set tenant_rls=False",
+                                         original=err.original) from None
+                if bypasses:
+                    log.warning("row-level security is installed, but the database role DataFlow connects with "
+                                "is a superuser or has BYPASSRLS, which no policy binds: connect as an ordinary "
+                                "role for the second wall to hold")
+            self.installed |= {s.table for s in specs} | {table}
+
+    @staticmethod
+    def _install(conn: sa.Connection, table: str, field: str) -> None:
+        q = conn.dialect.identifier_preparer
+        t, col = q.quote(table), q.quote(field)
+        row = conn.exec_driver_sql("SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+                                   "WHERE oid = to_regclass(%s)", (q.format_table(sa.table(table)),)).first()
+        if row is not None and not row[0]:
+            conn.exec_driver_sql(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
+        if row is not None and not row[1]:
+            conn.exec_driver_sql(f"ALTER TABLE {t} FORCE ROW LEVEL SECURITY")
+        rule = (f"({col} = current_setting('{TENANT_SETTING}', true) "
+                f"OR current_setting('{BYPASS_SETTING}', true) = 'on')")
+        conn.exec_driver_sql(f"DO $$ BEGIN CREATE POLICY {RLS_POLICY} ON {t} USING {rule} WITH CHECK {rule}; "
+                             f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+
+
+# ---------------------------------------------------------------------- the context
+@contextmanager
+def tenant_scope(tenant: str | None, *, bypass: bool = False) -> Iterator[Context]:
+    """``with db.tenant("acme"):`` / ``with db.tenant(None, bypass=True):`` (logged at WARNING)."""
+    if bypass:
+        if tenant is not None:
+            raise ValidationError("db.tenant(..., bypass=True) runs for every tenant: pass None as the tenant")
+        log.warning("tenant isolation bypassed by actor %s", current().actor_or_system,
+                    extra={"actor": current().actor_or_system, "event": "tenant_bypass"})
+        with scope(tenant=None, tenant_bypass=True) as ctx:
+            yield ctx
+        return
+    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+        raise ValidationError(f"a tenant must be a non-empty string, got {type(tenant).__name__}")
+    with scope(tenant=tenant, tenant_bypass=False) as ctx:
+        yield ctx
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_record(call: Call, field: str, tenant: str, row: Mapping, index: int | None = None) -> None:
+    value = row.get(field)
+    if value is not None and value != tenant:
+        where = f"data[{index}]: " if index is not None else ""
+        raise TenantError(f"{where}{call.model} {_label(call)} refused: the record names another tenant in "
+                          f"{field}; records are stored for the current tenant only (leave {field} out)",
+                          model=call.model)
+
+
+def _moved(call: Call, field: str) -> TenantError:
+    return TenantError(f"{call.model} {_label(call)} refused: {field} cannot be changed (a record never moves "
+                       f"to another tenant)", model=call.model)
+
+
+def _label(call: Call) -> str:
+    return call.action.replace("_", " ")
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
