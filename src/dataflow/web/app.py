@@ -37,7 +37,8 @@ class Web:
         self.app = FastAPI(title=title, docs_url=None, redoc_url=None, lifespan=lifespan)
         errors.install(self.app)
         docs.install(self.app, title)
-        self.app.add_middleware(RequestScope)
+        # With multi_tenant on, the tenant of each request is its tenant header (none: operations fail closed).
+        self.app.add_middleware(RequestScope, tenant_header=db.config.tenant_header if db.config.multi_tenant else None)
 
     # ---------------------------------------------------------------- declaring
     def endpoint(self, path: str, *, methods: Sequence[str] | None = None, **options: Any) -> Callable:
