@@ -356,9 +356,33 @@ class Audit(Policy):
         self.trail.ensure()
         call.state["audit"] = True
         call.in_transaction = True
-        if call.action == "bulk_create" and not call.options.get("return_ids"):
+        if call.action == "bulk_create":
+            self._plan_bulk_create(call)
+
+    def _plan_bulk_create(self, call: Call) -> None:
+        """How a bulk create finds the rows it inserted, without giving up the COPY fast path when it can.
+
+        - the records carry their keys: those keys;
+        - an auto-increment key on SQLite (one writer at a time) or PostgreSQL in a transaction of its
+          own: keys above the largest stored before the INSERT, and on PostgreSQL only rows this
+          transaction wrote (``xmin``), so a concurrent writer's rows are never taken for ours; the
+          count must equal the rows inserted, else the operation is rolled back;
+        - otherwise (MySQL/MariaDB, or a caller's transaction on PostgreSQL): the INSERT returns the keys.
+        """
+        b, data = call.binding, call.data
+        pk = b.pk.name
+        if call.options.get("return_ids"):
+            call.state["audit_keys"] = "returned"
+        elif isinstance(data, (list, tuple)) and data and all(isinstance(r, Mapping) and pk in r for r in data):
+            call.state["audit_keys"] = "given"
+        elif b.codec is not None and b.codec.auto_pk and (
+                self.trail.db.backend == "sqlite"
+                or (self.trail.db.backend == "postgresql" and call.ctx.transaction is None)):
+            call.state["audit_keys"] = "range"
+        else:
             # The keys of the new rows come back from the INSERT; the caller did not ask for them.
             call.options["return_ids"] = True
+            call.state["audit_keys"] = "returned"
             call.state["audit_hide_ids"] = True
 
     def before_statement(self, call: Call, conn: Any) -> None:
@@ -385,6 +409,8 @@ class Audit(Policy):
                                                                  after=after, lock=True)
         elif action == "bulk_upsert":
             call.state["audit_before"] = self._snapshot(conn, call)
+        elif action == "bulk_create" and call.state.get("audit_keys") == "range":
+            call.state["audit_floor"] = conn.execute(sa.select(sa.func.max(b.pk))).scalar() or 0
 
     def after_statement(self, call: Call, conn: Any, info: dict) -> None:
         if "audit" not in call.state:
@@ -399,8 +425,19 @@ class Audit(Policy):
             keys = info.get("keys") or [r[b.pk.name] for r in info.get("records") or ()]
             self.trail.insert_select(conn, call, [b.pk.in_(keys)], {}, before=None,
                                      after=self.trail._columns(b, fields))
+        elif action == "bulk_create" and call.state.get("audit_keys") == "range":
+            where = [b.pk > call.state["audit_floor"]]
+            if self.trail.db.backend == "postgresql":
+                where.append(sa.text("xmin = pg_current_xact_id()::xid"))
+            n = self.trail.insert_select(conn, call, where, {}, before=None, after=self.trail._columns(b, fields))
+            if n != info.get("rowcount"):
+                raise ConflictError(f"{call.model} bulk create: the new records could not be told apart from "
+                                    f"others written meanwhile; nothing was changed, retry", model=call.model)
         elif action == "bulk_create":
-            keys = list(info.get("keys") or ())
+            if call.state.get("audit_keys") == "given":
+                keys = sorted({b.codec.key(r[b.pk.name]) for r in call.data}, key=str)
+            else:
+                keys = list(info.get("keys") or ())
             for i in range(0, len(keys), KEYS_PER_STATEMENT):
                 part = keys[i:i + KEYS_PER_STATEMENT]
                 self.trail.insert_select(conn, call, [b.pk.in_(part)], {}, before=None,
