@@ -204,7 +204,7 @@ def test_the_trail_is_append_only(app, backend):
         return
     engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
     try:
-        for sql in ("UPDATE dataflow_audit SET actor = 'forged'", "DELETE FROM dataflow_audit"):
+        for sql in ("UPDATE dataflow_audit SET actor = 'forged'", "DELETE FROM dataflow_audit", "TRUNCATE dataflow_audit"):
             with pytest.raises(sa.exc.DBAPIError, match="append-only"):
                 with engine.begin() as conn:
                     conn.exec_driver_sql(sql)

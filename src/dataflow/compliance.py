@@ -17,6 +17,10 @@ person's row (a manager, a referrer) never counts as this subject's.
 - ``@db.compliance("gdpr")`` / ``("ccpa")``: wraps a request handler; each call is recorded in the
   trail: who (the actor), when, which subject (the handler's first argument), which kind (its
   ``request_type`` argument when it is a short word), and whether it completed. No personal value.
+
+Limit: the trail is scrubbed by (table, record id) of the records that belong to the subject when
+``anonymize_user_data`` runs; records about a row that was deleted earlier (say an order deleted
+last year) are not found through foreign keys any more and keep their values.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ class AuditTrail:
         self.db = db
         self._guarded = False
         self._lock = threading.Lock()
-        self._fields: dict[str, tuple[list[str], set[str]]] = {}
+        self._fields: dict[str, tuple[sa.Table, list[str], set[str]]] = {}
 
     @property
     def table(self) -> sa.Table:
@@ -142,13 +142,13 @@ class AuditTrail:
     def audited(self, b: "Binding") -> tuple[list[str], set[str]]:
         """(fields recorded, fields masked) of a model, from ``audit_exclude`` / ``audit_mask``."""
         got = self._fields.get(b.name)
-        if got is not None and got[0] and all(n in b.table.c for n in got[0]):
-            return got
+        if got is not None and got[0] is b.table:  # a model declared again gets a new Table
+            return got[1], got[2]
         spec = b.spec
         exclude = set(_names(spec, "audit_exclude")) if spec else set()
         mask = set(_names(spec, "audit_mask")) if spec else set()
         fields = [c.name for c in b.table.columns if c.name not in exclude]
-        self._fields[b.name] = (fields, mask)
+        self._fields[b.name] = (b.table, fields, mask)
         return fields, mask
 
     # ------------------------------------------------------------------ SQL pieces
