@@ -179,7 +179,11 @@ def test_the_audit_table_is_made_by_migration_with_its_indexes(app):
     assert app.schema_diff().is_empty
 
 
-def test_audit_log_setting_and_bad_declarations(db_url):
+def test_audit_log_setting_and_bad_declarations(db_url, monkeypatch):
+    monkeypatch.setenv("DATAFLOW_AUDIT_LOG", "1")
+    with DataFlow(db_url) as db:
+        assert db.config.audit_log and db.executor.get("audit") is not None
+    monkeypatch.delenv("DATAFLOW_AUDIT_LOG")
     with DataFlow(db_url, audit_log=True) as db:
         assert db.executor.get("audit") is not None
 
@@ -211,3 +215,21 @@ def test_the_trail_is_append_only(app, backend):
     finally:
         engine.dispose()
     assert [r["actor"] for r in trail(app)] == ["system"]
+
+
+def test_an_instance_without_the_audit_log_never_drops_the_trail(db_url):
+    with DataFlow(db_url, audit_log=True) as db:
+        @db.model
+        class User:
+            name: str
+
+        db.create("User", name="a")
+    with DataFlow(db_url) as db:
+        @db.model
+        class User:  # noqa: F811 - the same model, declared by a second program
+            name: str
+
+        assert db.schema_diff().is_empty
+        db.migrate(allow_destructive=True)
+        assert raw(db, "SELECT count(*) FROM dataflow_audit") == [(1,)]
+        assert len({i["name"] for i in sa.inspect(db.engine).get_indexes("dataflow_audit")}) == 2

@@ -203,6 +203,10 @@ def quiet_alembic() -> Iterator[None]:
         logger.setLevel(logging.NOTSET)
 
 
+#: Tables DataFlow makes that no migration ever drops: the audit trail is append-only.
+KEPT_TABLES = frozenset({"dataflow_audit"})
+
+
 class Differ:
     """Sort the differences between ``metadata`` and the database behind ``conn`` into steps."""
 
@@ -233,6 +237,7 @@ class Differ:
         self._check_renames()
         # An instance without models (a script that only reads) has no say over any table.
         managed = history.managed_tables(self.conn) if self.metadata.tables else set()
+        managed = set(managed) - KEPT_TABLES  # an instance without the audit log has no say over the trail
         found = compare(self.conn, self.metadata, extra_tables=managed)
         self.created = {op.table_name for op in found if isinstance(op, ops.CreateTableOp)}
         for op in found:
