@@ -135,8 +135,8 @@ def test_a_write_that_fails_leaves_neither_change_nor_record(app, kind):
         elif kind == "refused bulk delete":
             app.bulk_delete("User", {})
         else:  # the first chunk is written (and audited), the second is refused: all rolled back
-            app.bulk_upsert("Item", [{"sku": "a", "qty": 5}, {"sku": "new", "qty": 1}, {"sku": "a", "qty": 6, "version": 9}],
-                            conflict_on=["sku"], batch_size=1)
+            app.bulk_upsert("Item", [{"sku": "a", "qty": 5}, {"sku": "new", "qty": 1},
+                                     {"sku": "a", "qty": 6, "version": 9}], conflict_on=["sku"], batch_size=1)
     assert (raw(app, "SELECT * FROM users ORDER BY id"), raw(app, "SELECT * FROM items ORDER BY id")) == rows_before
     assert len(trail(app)) == count
 
@@ -201,14 +201,16 @@ def test_audit_log_setting_and_bad_declarations(db_url, monkeypatch):
 def test_the_trail_is_append_only(app, backend):
     app.create("User", name="U", email="u@x")
     for write in (lambda: app.update("dataflow_audit", 1, {"actor": "forged"}),
-                  lambda: app.delete("dataflow_audit", 1), lambda: app.bulk_delete("dataflow_audit", {}, confirm_all=True)):
+                  lambda: app.delete("dataflow_audit", 1),
+                  lambda: app.bulk_delete("dataflow_audit", {}, confirm_all=True)):
         with pytest.raises(ModelError):  # not a model: the operations layer never writes it
             write()
     if backend != "postgresql":
         return
     engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
     try:
-        for sql in ("UPDATE dataflow_audit SET actor = 'forged'", "DELETE FROM dataflow_audit", "TRUNCATE dataflow_audit"):
+        for sql in ("UPDATE dataflow_audit SET actor = 'forged'", "DELETE FROM dataflow_audit",
+                    "TRUNCATE dataflow_audit"):
             with pytest.raises(sa.exc.DBAPIError, match="append-only"):
                 with engine.begin() as conn:
                     conn.exec_driver_sql(sql)
@@ -233,3 +235,16 @@ def test_an_instance_without_the_audit_log_never_drops_the_trail(db_url):
         db.migrate(allow_destructive=True)
         assert raw(db, "SELECT count(*) FROM dataflow_audit") == [(1,)]
         assert len({i["name"] for i in sa.inspect(db.engine).get_indexes("dataflow_audit")}) == 2
+
+
+def test_bulk_create_that_updates_or_skips_is_audited_for_what_it_changed(app):
+    app.bulk_create("Item", [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 1}])
+    out = app.bulk_create("Item", [{"sku": "b", "qty": 5}, {"sku": "c", "qty": 5}], on_conflict="skip")
+    assert out["inserted"] == 1 and "ids" not in out
+    assert sorted(r["after"]["sku"] for r in trail(app, action="bulk_create")) == ["a", "b", "c"]
+    app.bulk_create("Item", [{"sku": "a", "qty": 9}], on_conflict="update", conflict_on=["sku"])
+    latest = trail(app, action="bulk_create")[0]
+    assert (latest["after"]["sku"], latest["after"]["qty"]) == ("a", 9)
+    app.bulk_create("Item", [{"id": 1, "sku": "a"}, {"id": 50, "sku": "z"}], on_conflict="skip")  # keys given
+    assert trail(app, action="bulk_create")[0]["after"]["sku"] == "z"
+    assert len(trail(app, action="bulk_create")) == 5

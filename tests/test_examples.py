@@ -198,7 +198,8 @@ def check_16(g, db_url):
 
 def check_17(g, db_url):
     record = g["trail"][0]
-    assert (record["user"], record["action"], record["table"], record["record_id"]) == ("admin", "update", "users", "123")
+    assert (record["user"], record["action"], record["table"], record["record_id"]) == (
+        "admin", "update", "users", "123")
     assert (record["before"]["status"], record["after"]["status"]) == ("active", "inactive")
     assert raw(db_url, "SELECT status FROM users") == [("inactive",)]
 

@@ -373,6 +373,11 @@ class Audit(Policy):
         pk = b.pk.name
         if call.options.get("return_ids"):
             call.state["audit_keys"] = "returned"
+        elif call.options.get("on_conflict") == "update":
+            # Rows it updated are below the previous maximum key: have the INSERT return every key.
+            call.options["return_ids"] = True
+            call.state["audit_keys"] = "returned"
+            call.state["audit_hide_ids"] = True
         elif isinstance(data, (list, tuple)) and data and all(isinstance(r, Mapping) and pk in r for r in data):
             call.state["audit_keys"] = "given"
         elif b.codec is not None and b.codec.auto_pk and (
@@ -411,6 +416,17 @@ class Audit(Policy):
             call.state["audit_before"] = self._snapshot(conn, call)
         elif action == "bulk_create" and call.state.get("audit_keys") == "range":
             call.state["audit_floor"] = conn.execute(sa.select(sa.func.max(b.pk))).scalar() or 0
+        elif action == "bulk_create" and call.options.get("on_conflict") == "skip":
+            # Skipped records change nothing: leave out the keys stored before the INSERT.
+            if call.state.get("audit_keys") == "given":
+                keys = list({b.codec.key(r[b.pk.name]) for r in call.data})
+                stored: set = set()
+                for i in range(0, len(keys), KEYS_PER_STATEMENT):
+                    part = keys[i:i + KEYS_PER_STATEMENT]
+                    stored.update(conn.execute(sa.select(b.pk).where(b.pk.in_(part))).scalars())
+                call.state["audit_stored"] = stored
+            elif b.codec is not None and b.codec.auto_pk:
+                call.state["audit_floor"] = conn.execute(sa.select(sa.func.max(b.pk))).scalar() or 0
 
     def after_statement(self, call: Call, conn: Any, info: dict) -> None:
         if "audit" not in call.state:
@@ -438,6 +454,10 @@ class Audit(Policy):
                 keys = sorted({b.codec.key(r[b.pk.name]) for r in call.data}, key=str)
             else:
                 keys = list(info.get("keys") or ())
+            if "audit_stored" in call.state:
+                keys = [k for k in keys if k not in call.state["audit_stored"]]
+            elif "audit_floor" in call.state:
+                keys = [k for k in keys if k > call.state["audit_floor"]]
             for i in range(0, len(keys), KEYS_PER_STATEMENT):
                 part = keys[i:i + KEYS_PER_STATEMENT]
                 self.trail.insert_select(conn, call, [b.pk.in_(part)], {}, before=None,
