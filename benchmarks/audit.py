@@ -1,5 +1,6 @@
-"""What the audit log costs a bulk write: the same bulk update (and bulk create, bulk delete) with and
-without ``audit_log``, on a table of N rows; the median of several repeats. Measures, never asserts.
+"""What the audit log costs a write: the same bulk update (and bulk create, bulk delete, 1,000 single
+creates) with and without ``audit_log``, on a table of N rows; the median of several repeats.
+Measures, never asserts.
 
     python benchmarks/audit.py [--backend postgresql|sqlite|mysql|all] [--rows 10000] [--repeat 5]
 
@@ -62,8 +63,13 @@ def run(backend: str, rows: int, repeat: int) -> dict:
     out: dict = {}
     for audit in (False, True):
         db = fresh(url, audit)
-        times: dict[str, list[float]] = {"bulk_create": [], "bulk_update": [], "bulk_delete": []}
+        times: dict[str, list[float]] = {"bulk_create": [], "bulk_update": [], "bulk_delete": [], "create x1000": []}
         for r in range(repeat):
+            t = time.perf_counter()
+            for row in data[:1000]:
+                db.create("BenchAccount", row)
+            times["create x1000"].append(time.perf_counter() - t)
+            db.bulk_delete("BenchAccount", {"balance": {"$gte": 0}})
             t = time.perf_counter()
             db.bulk_create("BenchAccount", data)
             times["bulk_create"].append(time.perf_counter() - t)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as exc:  # a server that does not answer
             print(f"{backend:<11} skipped: {type(exc).__name__}: {exc}")
             continue
-        for op in ("bulk_create", "bulk_update", "bulk_delete"):
+        for op in ("bulk_create", "bulk_update", "bulk_delete", "create x1000"):
             off, on = res[False][op], res[True][op]
             print(f"{backend:<11} {op:<12} {off * 1000:>8.1f}ms {on * 1000:>8.1f}ms {on / off:>6.2f}x")
 
