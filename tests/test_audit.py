@@ -248,3 +248,15 @@ def test_bulk_create_that_updates_or_skips_is_audited_for_what_it_changed(app):
     app.bulk_create("Item", [{"id": 1, "sku": "a"}, {"id": 50, "sku": "z"}], on_conflict="skip")  # keys given
     assert trail(app, action="bulk_create")[0]["after"]["sku"] == "z"
     assert len(trail(app, action="bulk_create")) == 5
+
+
+def test_records_carry_the_tenant_and_a_tenant_reads_its_own_trail(app):
+    from dataflow.operations.context import scope
+
+    with scope(tenant="acme", request_id="req-1"):
+        app.create("User", name="A", email="a@x")
+    with scope(tenant="globex"):
+        app.create("User", name="G", email="g@x")
+        assert [r["tenant"] for r in app.audit_log()] == ["globex"]
+    records = app.audit_log()
+    assert [(r["tenant"], r["request_id"]) for r in records] == [("globex", None), ("acme", "req-1")]
