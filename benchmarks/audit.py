@@ -5,8 +5,9 @@ Measures, never asserts.
     python benchmarks/audit.py [--backend postgresql|sqlite|mysql|all] [--rows 10000] [--repeat 5]
 
 Target (issue 10): a bulk update of 10,000 rows on PostgreSQL costs at most 3x the same update without
-audit. Each backend uses its own database ``dataflow_bench_audit`` on the local server (created when
-missing; its tables are dropped first), or a temporary SQLite file.
+audit. Each backend uses a database ``dataflow_bench_audit`` on the local server (created when
+missing; its tables are dropped first) and ``dataflow_bench_noaudit`` next to it, or temporary SQLite
+files; the two run in turns within each repeat.
 """
 
 from __future__ import annotations
@@ -30,17 +31,17 @@ SERVERS = {"postgresql": "postgresql://postgres@127.0.0.1:5432/dataflow_bench_au
            "mysql": "mysql://root@127.0.0.1:3306/dataflow_bench_audit"}
 
 
-def url_for(backend: str) -> str:
+def url_for(backend: str, name: str) -> str:
     if backend == "sqlite":
-        return f"sqlite:///{workdir() / 'audit.db'}"
+        return f"sqlite:///{workdir() / (name + '.db')}"
     url = os.environ.get(f"DATAFLOW_BENCH_{backend.upper()}_URL", SERVERS[backend])
-    url = make_url(url).set(database="dataflow_bench_audit").render_as_string(hide_password=False)
+    url = make_url(url).set(database=name).render_as_string(hide_password=False)
     _create_database(backend, url)
     return url
 
 
 def fresh(url: str, audit: bool) -> DataFlow:
-    db = DataFlow(url, audit_log=audit)
+    db = DataFlow(url, audit_log=audit, node_prefix="Audited" if audit else "")
     engine = sa.create_engine(db.engine.url, poolclass=sa.NullPool)
     with engine.begin() as conn:
         for table in ("bench_accounts", "dataflow_audit", "dataflow_migrations"):
@@ -58,33 +59,38 @@ def fresh(url: str, audit: bool) -> DataFlow:
 
 
 def run(backend: str, rows: int, repeat: int) -> dict:
-    url = url_for(backend)
+    """Both instances open at once, each on a database of its own, taking turns within every repeat,
+    so that whatever else the machine is doing weighs on both alike."""
+    dbs = {False: fresh(url_for(backend, "dataflow_bench_noaudit"), False),
+           True: fresh(url_for(backend, "dataflow_bench_audit"), True)}
     data = [{"owner": f"owner{i}", "balance": i} for i in range(rows)]
-    out: dict = {}
-    for audit in (False, True):
-        db = fresh(url, audit)
-        times: dict[str, list[float]] = {"bulk_create": [], "bulk_update": [], "bulk_delete": [], "create x1000": []}
+    times = {audit: {"bulk_create": [], "bulk_update": [], "bulk_delete": [], "create x1000": []} for audit in dbs}
+    try:
         for r in range(repeat):
-            t = time.perf_counter()
-            for row in data[:1000]:
-                db.create("BenchAccount", row)
-            times["create x1000"].append(time.perf_counter() - t)
-            db.bulk_delete("BenchAccount", {"balance": {"$gte": 0}})
-            t = time.perf_counter()
-            db.bulk_create("BenchAccount", data)
-            times["bulk_create"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            n = db.bulk_update("BenchAccount", {"balance": {"$gte": 0}}, {"status": f"s{r}"})
-            times["bulk_update"].append(time.perf_counter() - t)
-            assert n == rows
-            t = time.perf_counter()
-            db.bulk_delete("BenchAccount", {"balance": {"$gte": 0}})
-            times["bulk_delete"].append(time.perf_counter() - t)
-        if audit:
-            assert len(db.audit_log(action="bulk_update", limit=None)) == rows * repeat
-        db.close()
-        out[audit] = {k: statistics.median(v) for k, v in times.items()}
-    return out
+            for audit, db in dbs.items():
+                t = time.perf_counter()
+                for row in data[:1000]:
+                    db.create("BenchAccount", row)
+                times[audit]["create x1000"].append(time.perf_counter() - t)
+                db.bulk_delete("BenchAccount", {"balance": {"$gte": 0}})
+            for audit, db in dbs.items():
+                t = time.perf_counter()
+                db.bulk_create("BenchAccount", data)
+                times[audit]["bulk_create"].append(time.perf_counter() - t)
+            for audit, db in dbs.items():
+                t = time.perf_counter()
+                n = db.bulk_update("BenchAccount", {"balance": {"$gte": 0}}, {"status": f"s{r}"})
+                times[audit]["bulk_update"].append(time.perf_counter() - t)
+                assert n == rows
+            for audit, db in dbs.items():
+                t = time.perf_counter()
+                db.bulk_delete("BenchAccount", {"balance": {"$gte": 0}})
+                times[audit]["bulk_delete"].append(time.perf_counter() - t)
+        assert len(dbs[True].audit_log(action="bulk_update", limit=None)) == rows * repeat
+    finally:
+        for db in dbs.values():
+            db.close()
+    return {audit: {k: statistics.median(v) for k, v in t.items()} for audit, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
