@@ -221,6 +221,28 @@ def check_15(g, db_url):
     assert raw(db_url, "SELECT tenant_id, email FROM users ORDER BY id") == [
         ("acme", "ann@example.com"), ("acme", "bob@example.com"),
         ("globex", "ann@example.com"), ("globex", "bob@example.com")]
+def check_16(g, db_url):
+    exported, deleted = g["exported"], g["deleted"]
+    assert exported["subject"] == {"model": "User", "id": 123}
+    assert [u["email"] for u in exported["data"]["User"]] == ["jane.roe@example.com"]
+    assert [o["shipping_address"] for o in exported["data"]["Order"]] == ["7 Elm Row, Leeds"]
+    assert "rick" not in str(exported).lower() and "York" not in str(exported)
+    assert deleted["anonymized"]["User"] == {"records": 1, "fields": ["name", "email"]}
+    assert raw(db_url, "SELECT id, name, email FROM users ORDER BY id") == [
+        (123, "anon-123", "anon-123"), (124, "Rick Poe", "rick.poe@example.com")]
+    # the nullable personal field becomes NULL; the other subject's order keeps its address
+    assert raw(db_url, "SELECT user_id, shipping_address FROM orders ORDER BY id") == [
+        (123, None), (124, "9 Oak Lane, York")]
+    kinds = sorted((r["action"], r["record_id"], r["after"]["request_type"]) for r in g["requests"])
+    assert kinds == [("gdpr_request", "123", "delete"), ("gdpr_request", "123", "export")]
+
+
+def check_17(g, db_url):
+    record = g["trail"][0]
+    assert (record["user"], record["action"], record["table"], record["record_id"]) == (
+        "admin", "update", "users", "123")
+    assert (record["before"]["status"], record["after"]["status"]) == ("active", "inactive")
+    assert raw(db_url, "SELECT status FROM users") == [("inactive",)]
 
 
 CHECKS = {
@@ -239,6 +261,8 @@ CHECKS = {
     "13_migration_guide.py": check_13,
     "14_benchmark_metrics.py": check_14,
     "15_multi_tenant.py": check_15,
+    "16_security_compliance.py": check_16,
+    "17_audit_logging.py": check_17,
 }
 
 

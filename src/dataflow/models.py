@@ -51,6 +51,7 @@ class Field:
     index: bool = False
     references: str | None = None
     on_delete: str | None = None
+    pii: bool = False  # personal data (GDPR/CCPA export and anonymisation)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class FieldSpec:
     on_delete: str | None = None
     auto: str | None = None  # "created_at" / "updated_at" / "tenant": kept by DataFlow
     added: bool = False  # not declared by the model: DataFlow adds it (timestamps, version, deleted_at)
+    pii: bool = False  # declared personal data: Field(pii=True) or __dataflow__ {"pii": [...]}
 
     @property
     def has_default(self) -> bool:
@@ -190,6 +192,13 @@ def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_defaul
     unique_fields = {u for u in options.get("unique", []) if isinstance(u, str)}
     index_fields = {i for i in options.get("indexes", []) if isinstance(i, str)}
     fks: dict[str, Any] = dict(options.get("foreign_keys", {}))
+    pii_fields = options.get("pii", [])
+    if isinstance(pii_fields, str) or not all(isinstance(p, str) for p in pii_fields):
+        raise ModelError(f"{model}: __dataflow__['pii'] must be a list of field names", model=model)
+    unknown_pii = [p for p in pii_fields if p not in names]
+    if unknown_pii:
+        raise ModelError(f"{model}: __dataflow__['pii'] names unknown field(s) {unknown_pii}", model=model,
+                         field=unknown_pii[0])
     fields: dict[str, FieldSpec] = {}
     pk = "id"
     if "id" not in names:
@@ -239,6 +248,7 @@ def spec_from_class(cls: type, *, tenant_field: str | None = None, tenant_defaul
             unique=opts.unique or name in unique_fields, index=opts.index or name in index_fields,
             references=references, on_delete=on_delete,
             auto=name if name in TIMESTAMP_FIELDS and pytype is datetime else None,
+            pii=opts.pii or name in pii_fields,
         )
     if fields[pk].pytype not in (int, str, UUID):
         raise ModelError(f"{model}.id must be int, str or UUID", model=model, field="id")

@@ -65,6 +65,9 @@ class DataFlowConfig:
     redis_url: str | None = None
     log_level: str | None = None
     enable_metrics: bool = False
+    #: Record every write in the ``dataflow_audit`` table, in the write's transaction (same as
+    #: ``db.enable_audit_log()``).
+    audit_log: bool = False
     #: The most records a List node returns when asked for more (or for all, ``limit=None``).
     max_limit: int = 10_000
     #: Prefix of this instance's node names (``"Shop"`` -> ``ShopUserCreateNode``): lets two

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import weakref
@@ -58,6 +59,11 @@ class DataFlow:
         self._ready = False
         self._closed = False
         self._lock = threading.RLock()
+        from ..compliance import Governance
+
+        self._governance = Governance(self)
+        if self.config.audit_log:
+            self._governance.enable_audit()
 
     # ------------------------------------------------------------------ models
     def model(self, cls: type) -> type:
@@ -99,6 +105,7 @@ class DataFlow:
         for spec in self._specs.values():
             table = build_table(spec, self.metadata, resolve=self._resolve_reference(spec))
             bindings[spec.name] = Binding.for_model(spec, table)
+        self._governance.add_tables(self.metadata)
         for spec in self._specs.values():
             for f in spec.fields.values():
                 if not f.references or f.references not in bindings:
@@ -472,6 +479,28 @@ class DataFlow:
         if not self.config.enable_metrics:
             raise SettingError("the /metrics endpoint needs enable_metrics=True (or DATAFLOW_ENABLE_METRICS=true)")
         return asgi_app(self)
+    # ------------------------------------------------------------------ governance: audit log, GDPR/CCPA (issue 10)
+    def enable_audit_log(self) -> None:
+        """Record every write (create, update, delete, upsert, bulk) in ``dataflow_audit``, in its transaction."""
+        self._governance.enable_audit()
+
+    def audit_log(self, table: str | None = None, record_id: Any = None, actor: str | None = None,
+                  action: str | None = None, since: Any = None, limit: int | None = 100) -> "builtins.list[dict]":
+        """The audit trail, newest first: ``db.audit_log(table="users", record_id=123)``."""
+        return self._governance.audit_log(table=table, record_id=record_id, actor=actor, action=action,
+                                          since=since, limit=limit)
+
+    def compliance(self, kind: str):
+        """Register a GDPR/CCPA request handler: ``@db.compliance("gdpr")``; each call is audited."""
+        return self._governance.compliance(kind)
+
+    def export_user_data(self, user_id: Any) -> dict:
+        """Every record about the data subject ``user_id``, grouped by model, JSON-safe."""
+        return self._governance.export(user_id)
+
+    def anonymize_user_data(self, user_id: Any) -> dict:
+        """Replace the subject's declared personal fields everywhere (rows and audit trail), irreversibly."""
+        return self._governance.anonymize(user_id)
 
 
 def _live(ref: "weakref.ref[DataFlow]", model: str) -> DataFlow:

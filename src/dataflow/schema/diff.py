@@ -242,6 +242,10 @@ def quiet_alembic() -> Iterator[None]:
         logger.setLevel(logging.NOTSET)
 
 
+#: Tables DataFlow makes that no migration ever drops: the audit trail is append-only.
+KEPT_TABLES = frozenset({"dataflow_audit"})
+
+
 class Differ:
     """Sort the differences between ``metadata`` and the database behind ``conn`` into steps."""
 
@@ -284,6 +288,7 @@ class Differ:
             # Tables recorded under another label are another app's: not mentioned at all.
             unlabelled = {t for t, lab in history.owners(self.conn).items() if lab is None}
             self.left_alone = (others & unlabelled) - set(self.metadata.tables)
+        managed = set(managed) - KEPT_TABLES  # an instance without the audit log has no say over the trail
         found = compare(self.conn, self.metadata, extra_tables=managed)
         self.created = {op.table_name for op in found if isinstance(op, ops.CreateTableOp)}
         for op in found:

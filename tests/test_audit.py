@@ -1,0 +1,262 @@
+"""Audit log: every kind of write leaves its records (right actor, values before/after) in the same
+transaction; a refused or failed write leaves neither change nor record; the trail reads newest first,
+masks and excludes declared fields, and on PostgreSQL refuses UPDATE/DELETE."""
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+import pytest
+import sqlalchemy as sa
+
+from dataflow import DataFlow, Field
+from dataflow.errors import ConflictError, DuplicateKeyError, ModelError, NotFoundError, ValidationError
+
+
+def raw(db, sql, params=None):
+    """Rows as plain SQL sees them, on a connection of our own."""
+    engine = sa.create_engine(db.engine.url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, params or ())]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def app(db):
+    @db.model
+    class User:
+        name: str
+        email: Annotated[str, Field(unique=True)]
+        status: str = "active"
+        password_hash: str = ""
+        notes: str = ""
+        __dataflow__ = {"audit_mask": ["password_hash"], "audit_exclude": ["notes"]}
+
+    @db.model
+    class Item:
+        sku: Annotated[str, Field(unique=True)]
+        qty: int = 0
+        __dataflow__ = {"versioned": True}
+
+    db.enable_audit_log()
+    return db
+
+
+def trail(db, **kw):
+    return db.audit_log(limit=None, **kw)
+
+
+def test_every_kind_of_write_is_recorded_with_its_actor(app):
+    with app.actor("admin"):
+        ann = app.create("User", name="Ann", email="ann@x", password_hash="h1")
+        app.update("users", {"id": ann["id"]}, {"status": "inactive"})
+        created = app.upsert("User", {"email": "bob@x"}, {"name": "Bob"})["record"]
+        app.upsert("User", {"email": "bob@x"}, {"name": "Bobby"})
+        app.bulk_create("Item", [{"sku": f"s{i}", "qty": i} for i in range(5)])
+        assert app.bulk_update("Item", {"qty": {"$gte": 3}}, {"qty": 0}) == 2
+        app.bulk_upsert("Item", [{"sku": "s0", "qty": 9}, {"sku": "s9", "qty": 1}], conflict_on=["sku"])
+    with app.actor("ops"):
+        assert app.bulk_delete("Item", {"qty": 0}) == 2
+    app.delete("User", created["id"])  # no actor set: the system
+
+    records = trail(app)
+    assert [r["time"] for r in records] == sorted((r["time"] for r in records), reverse=True)
+    by_action = {}
+    for r in records:
+        by_action.setdefault(r["action"], []).append(r)
+    assert {a: len(rs) for a, rs in by_action.items()} == {
+        "create": 1, "update": 1, "upsert": 2, "bulk_create": 5, "bulk_update": 2, "bulk_upsert": 2,
+        "bulk_delete": 2, "delete": 1}
+    assert {r["actor"] for a in ("create", "update", "upsert", "bulk_create", "bulk_update", "bulk_upsert")
+            for r in by_action[a]} == {"admin"}
+    assert {r["actor"] for r in by_action["bulk_delete"]} == {"ops"}
+    assert by_action["delete"][0]["actor"] == "system"
+
+    create = by_action["create"][0]
+    assert (create["table"], create["record_id"], create["before"]) == ("users", str(ann["id"]), None)
+    assert create["after"]["name"] == "Ann" and create["after"]["email"] == "ann@x"
+    assert create["after"]["password_hash"] == "***" and "notes" not in create["after"]  # masked, excluded
+
+    update = by_action["update"][0]
+    assert (update["before"]["status"], update["after"]["status"]) == ("active", "inactive")
+    assert set(update["before"]) == {"status", "updated_at"}  # the fields the write set
+
+    upserts = sorted(by_action["upsert"], key=lambda r: r["id"])
+    assert upserts[0]["before"] is None and upserts[0]["after"]["name"] == "Bob"
+    assert (upserts[1]["before"]["name"], upserts[1]["after"]["name"]) == ("Bob", "Bobby")
+
+    bulk = {r["after"]["sku"]: r for r in by_action["bulk_create"]}
+    assert sorted(bulk) == ["s0", "s1", "s2", "s3", "s4"]
+    changed = sorted((r["before"]["qty"], r["after"]["qty"], r["after"]["version"]) for r in by_action["bulk_update"])
+    assert changed == [(3, 0, 2), (4, 0, 2)]  # the version bump evaluated by the database too
+    bu = sorted(by_action["bulk_upsert"], key=lambda r: r["id"])
+    assert {(r["before"] or {}).get("qty") for r in bu} == {0, None}
+    assert {r["after"]["qty"] for r in bu} == {9, 1}
+    assert sorted(r["before"]["sku"] for r in by_action["bulk_delete"]) == ["s3", "s4"]
+    assert {r["record_id"] for r in by_action["bulk_delete"]} == {bulk["s3"]["record_id"], bulk["s4"]["record_id"]}
+    assert all(r["before"]["sku"] for r in by_action["bulk_delete"])
+    assert app.bulk_create("Item", [{"sku": "z"}]) == {"processed": 1, "inserted": 1, "success": True}  # no ids added
+
+
+def test_nodes_are_audited_with_the_callers_actor(app):
+    from kailash.runtime.local import LocalRuntime
+    from kailash.workflow.builder import WorkflowBuilder
+
+    wf = WorkflowBuilder()
+    wf.add_node("UserCreateNode", "c", {"name": "Nia", "email": "nia@x"})
+    with app.actor("api"), LocalRuntime() as rt:
+        results, _ = rt.execute(wf.build())
+    record = trail(app, action="create")[0]
+    assert (record["actor"], record["record_id"]) == ("api", str(results["c"]["id"]))
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "validation", "bulk duplicate", "version conflict", "missing",
+                                  "refused bulk delete", "bulk upsert conflict"])
+def test_a_write_that_fails_leaves_neither_change_nor_record(app, kind):
+    app.create("User", name="Ann", email="ann@x")
+    app.create("Item", sku="a", qty=1)
+    rows_before = (raw(app, "SELECT * FROM users ORDER BY id"), raw(app, "SELECT * FROM items ORDER BY id"))
+    count = len(trail(app))
+    errors = {"duplicate": DuplicateKeyError, "validation": ValidationError, "bulk duplicate": DuplicateKeyError,
+              "version conflict": ConflictError, "missing": NotFoundError, "refused bulk delete": ValidationError,
+              "bulk upsert conflict": ConflictError}
+    with app.actor("admin"), pytest.raises(errors[kind]):
+        if kind == "duplicate":
+            app.create("User", name="Other", email="ann@x")
+        elif kind == "validation":
+            app.update("User", {"email": "ann@x"}, {"status": 12})
+        elif kind == "bulk duplicate":
+            app.bulk_create("User", [{"name": "C", "email": "c@x"}, {"name": "D", "email": "ann@x"}])
+        elif kind == "version conflict":
+            app.update("Item", {"sku": "a"}, {"qty": 5, "version": 7})
+        elif kind == "missing":
+            app.update("User", {"email": "nobody@x"}, {"status": "x"})
+        elif kind == "refused bulk delete":
+            app.bulk_delete("User", {})
+        else:  # the first chunk is written (and audited), the second is refused: all rolled back
+            app.bulk_upsert("Item", [{"sku": "a", "qty": 5}, {"sku": "new", "qty": 1},
+                                     {"sku": "a", "qty": 6, "version": 9}], conflict_on=["sku"], batch_size=1)
+    assert (raw(app, "SELECT * FROM users ORDER BY id"), raw(app, "SELECT * FROM items ORDER BY id")) == rows_before
+    assert len(trail(app)) == count
+
+
+def test_audit_log_filters_and_order(app):
+    t0 = datetime.now(timezone.utc)
+    with app.actor("a1"):
+        u = app.create("User", name="U", email="u@x")
+    with app.actor("a2"):
+        for s in ("s1", "s2", "s3"):
+            app.update("User", u["id"], {"status": s})
+        app.create("Item", sku="k")
+    assert [r["after"]["status"] for r in app.audit_log(table="User", record_id=u["id"], action="update")] == [
+        "s3", "s2", "s1"]
+    assert [r["action"] for r in app.audit_log(actor="a1")] == ["create"]
+    assert len(app.audit_log(table="items")) == 1 and app.audit_log(table="items")[0]["model"] == "Item"
+    assert len(app.audit_log(limit=2)) == 2
+    assert len(app.audit_log(since=t0)) == 5
+    assert app.audit_log(since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
+    with pytest.raises(ValidationError, match="limit"):
+        app.audit_log(limit=-1)
+    with pytest.raises(ValidationError, match="since"):
+        app.audit_log(since="yesterday-ish")
+
+
+def test_bulk_update_writes_one_record_per_row(app):
+    app.bulk_create("Item", [{"sku": f"b{i}", "qty": i % 3} for i in range(300)])
+    n = app.bulk_update("Item", {"qty": 1}, {"qty": 7})
+    records = trail(app, action="bulk_update")
+    assert n == 100 == len(records) == len({r["record_id"] for r in records})
+    assert {(r["before"]["qty"], r["after"]["qty"]) for r in records} == {(1, 7)}
+
+
+def test_the_audit_table_is_made_by_migration_with_its_indexes(app):
+    app.create("User", name="U", email="u@x")
+    insp = sa.inspect(app.engine)
+    assert "dataflow_audit" in insp.get_table_names()
+    indexed = {tuple(i["column_names"]) for i in insp.get_indexes("dataflow_audit")}
+    assert {("table_name", "record_id"), ("at",)} <= indexed
+    assert app.schema_diff().is_empty
+
+
+def test_audit_log_setting_and_bad_declarations(db_url, monkeypatch):
+    monkeypatch.setenv("DATAFLOW_AUDIT_LOG", "1")
+    with DataFlow(db_url) as db:
+        assert db.config.audit_log and db.executor.get("audit") is not None
+    monkeypatch.delenv("DATAFLOW_AUDIT_LOG")
+    with DataFlow(db_url, audit_log=True) as db:
+        assert db.executor.get("audit") is not None
+
+        @db.model
+        class Thing:
+            name: str
+            __dataflow__ = {"audit_mask": ["nope"]}
+
+        with pytest.raises(ModelError, match="audit_mask"):
+            db.create("Thing", name="x")
+    with DataFlow(db_url) as db, pytest.raises(ValidationError, match="not enabled"):
+        db.audit_log()
+
+
+def test_the_trail_is_append_only(app, backend):
+    app.create("User", name="U", email="u@x")
+    for write in (lambda: app.update("dataflow_audit", 1, {"actor": "forged"}),
+                  lambda: app.delete("dataflow_audit", 1),
+                  lambda: app.bulk_delete("dataflow_audit", {}, confirm_all=True)):
+        with pytest.raises(ModelError):  # not a model: the operations layer never writes it
+            write()
+    if backend != "postgresql":
+        return
+    engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
+    try:
+        for sql in ("UPDATE dataflow_audit SET actor = 'forged'", "DELETE FROM dataflow_audit",
+                    "TRUNCATE dataflow_audit"):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+    assert [r["actor"] for r in trail(app)] == ["system"]
+
+
+def test_an_instance_without_the_audit_log_never_drops_the_trail(db_url):
+    with DataFlow(db_url, audit_log=True) as db:
+        @db.model
+        class User:
+            name: str
+
+        db.create("User", name="a")
+    with DataFlow(db_url) as db:
+        @db.model
+        class User:  # noqa: F811 - the same model, declared by a second program
+            name: str
+
+        assert db.schema_diff().is_empty
+        db.migrate(allow_destructive=True)
+        assert raw(db, "SELECT count(*) FROM dataflow_audit") == [(1,)]
+        assert len({i["name"] for i in sa.inspect(db.engine).get_indexes("dataflow_audit")}) == 2
+
+
+def test_bulk_create_that_updates_or_skips_is_audited_for_what_it_changed(app):
+    app.bulk_create("Item", [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 1}])
+    out = app.bulk_create("Item", [{"sku": "b", "qty": 5}, {"sku": "c", "qty": 5}], on_conflict="skip")
+    assert out["inserted"] == 1 and "ids" not in out
+    assert sorted(r["after"]["sku"] for r in trail(app, action="bulk_create")) == ["a", "b", "c"]
+    app.bulk_create("Item", [{"sku": "a", "qty": 9}], on_conflict="update", conflict_on=["sku"])
+    latest = trail(app, action="bulk_create")[0]
+    assert (latest["after"]["sku"], latest["after"]["qty"]) == ("a", 9)
+    app.bulk_create("Item", [{"id": 1, "sku": "a"}, {"id": 50, "sku": "z"}], on_conflict="skip")  # keys given
+    assert trail(app, action="bulk_create")[0]["after"]["sku"] == "z"
+    assert len(trail(app, action="bulk_create")) == 5
+
+
+def test_records_carry_the_tenant_and_a_tenant_reads_its_own_trail(app):
+    from dataflow.operations.context import scope
+
+    with scope(tenant="acme", request_id="req-1"):
+        app.create("User", name="A", email="a@x")
+    with scope(tenant="globex"):
+        app.create("User", name="G", email="g@x")
+        assert [r["tenant"] for r in app.audit_log()] == ["globex"]
+    records = app.audit_log()
+    assert [(r["tenant"], r["request_id"]) for r in records] == [("globex", None), ("acme", "req-1")]
