@@ -135,3 +135,23 @@ def db(db_url):
     instance = DataFlow(db_url)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def kill_other_sessions():
+    """A function terminating every other session on a server database, as a restarted server or a proxy would."""
+    def kill(url: str) -> None:
+        admin = sa.create_engine(_admin_url(url), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                else:
+                    ids = [r[0] for r in conn.exec_driver_sql(
+                        "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()")]
+                    for pid in ids:
+                        conn.exec_driver_sql(f"KILL {int(pid)}")
+        finally:
+            admin.dispose()
+    return kill

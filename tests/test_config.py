@@ -270,25 +270,6 @@ def test_an_unreachable_database_fails_at_the_first_operation_not_at_constructio
         db.close()
 
 
-def _kill_other_sessions(db_url):
-    """Terminate every other session on the test database, as a restarted server or a proxy would."""
-    from dataflow.core.engine import parse_url
-
-    admin = sa.create_engine(parse_url(db_url), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            else:
-                ids = [r[0] for r in conn.exec_driver_sql(
-                    "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()")]
-                for pid in ids:
-                    conn.exec_driver_sql(f"KILL {int(pid)}")
-    finally:
-        admin.dispose()
-
-
 @pytest.fixture
 def noted(db, backend):
     """A server database with one Note stored, so the pool holds a live connection."""
@@ -303,9 +284,9 @@ def noted(db, backend):
     return db
 
 
-def test_a_database_that_went_away_gives_a_clear_error_then_recovers(noted, db_url):
+def test_a_database_that_went_away_gives_a_clear_error_then_recovers(noted, db_url, kill_other_sessions):
     db = noted
-    _kill_other_sessions(db_url)
+    kill_other_sessions(db_url)
     # The pooled connection is dead; the operation that meets it fails clearly and names no secret...
     with pytest.raises(DatabaseError, match="Note create failed: the database at .* is unreachable or the "
                                             "connection was lost"):
@@ -315,13 +296,13 @@ def test_a_database_that_went_away_gives_a_clear_error_then_recovers(noted, db_u
     assert [r["text"] for r in db.list("Note")] == ["before", "after"]
 
 
-def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url):
+def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url, kill_other_sessions):
     import time
 
     from dataflow.core import engine as engine_module
 
     db = noted
-    _kill_other_sessions(db_url)
+    kill_other_sessions(db_url)
     time.sleep(engine_module.PING_AFTER_IDLE_S + 0.2)  # idle long enough to be pinged on checkout
     assert db.create("Note", text="after")["text"] == "after"  # no error: the ping found it dead first
     assert db.count("Note") == 2

@@ -139,30 +139,9 @@ def test_a_duplicate_leaves_no_stored_value_in_the_traceback(owned):
 
 
 # ---------------------------------------------------------------- 11. a dead pool costs one failure at most
-def _kill_sessions(db_url):
-    admin = sa.create_engine(parse_url(db_url), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            else:
-                ids = [r[0] for r in conn.exec_driver_sql(
-                    "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()")]
-                for pid in ids:
-                    conn.exec_driver_sql(f"KILL {int(pid)}")
-    finally:
-        admin.dispose()
-
-
-def _fill_pool(db, n):
-    """Check out ``n`` connections at once and give them back, so the pool holds ``n`` live ones."""
-    held = [db.engine.connect() for _ in range(n)]
-    for c in held:
-        c.close()
-
-
-def test_dead_pooled_connections_fail_one_write_at_most(db, backend, db_url):
+@pytest.fixture
+def dead_pool(db, backend, db_url, kill_other_sessions):
+    """A Note stored, seven live pooled connections, then every one of them killed on the server."""
     if backend == "sqlite":
         pytest.skip("an embedded database has no server connection to lose")
 
@@ -171,8 +150,15 @@ def test_dead_pooled_connections_fail_one_write_at_most(db, backend, db_url):
         text: str
 
     db.create("Note", text="before")
-    _fill_pool(db, 7)
-    _kill_sessions(db_url)
+    held = [db.engine.connect() for _ in range(7)]  # check out seven at once, so the pool keeps seven
+    for c in held:
+        c.close()
+    kill_other_sessions(db_url)
+    return db
+
+
+def test_dead_pooled_connections_fail_one_write_at_most(dead_pool):
+    db = dead_pool
     failures = 0
     for i in range(7):
         try:
@@ -183,18 +169,8 @@ def test_dead_pooled_connections_fail_one_write_at_most(db, backend, db_url):
     assert db.count("Note") == 8 - failures
 
 
-def test_reads_survive_dead_pooled_connections(db, backend, db_url):
-    if backend == "sqlite":
-        pytest.skip("an embedded database has no server connection to lose")
-
-    @db.model
-    class Note:
-        text: str
-
-    db.create("Note", text="before")
-    _fill_pool(db, 7)
-    _kill_sessions(db_url)
-    assert [db.count("Note") for _ in range(7)] == [1] * 7  # retried once on a fresh connection
+def test_reads_survive_dead_pooled_connections(dead_pool):
+    assert [dead_pool.count("Note") for _ in range(7)] == [1] * 7  # retried once on a fresh connection
 
 
 # ---------------------------------------------------------------- 12. concurrent upserts of one new key

@@ -123,12 +123,15 @@ class OperationsBase:
         offset = self._limit(b, offset, "offset") or 0
         call = self.executor.plan(self._call("list", b, filter=filter, options={"include_deleted": include_deleted}))
         where = self._where(call)
+        return self._paged_select(b, where, sort, fields, limit, offset), where.params
+
+    def _paged_select(self, b: Binding, where: Where, sort: Any, fields: Sequence[str] | None,
+                      limit: int | None, offset: int) -> sa.Select:
+        """``_ordered_select`` with a literal LIMIT/OFFSET (statements that are not cached per shape)."""
         stmt = self._ordered_select(b, where.clauses(), sort, fields)
         if limit is not None:
             stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-        return stmt, where.params
+        return stmt.offset(offset) if offset else stmt
 
     # ---------------------------------------------------------------- single records
     def _one_key(self, conn: sa.Connection, call: Call, where: Where, raise_on_not_found: bool) -> Any:

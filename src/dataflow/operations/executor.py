@@ -102,33 +102,30 @@ class Executor:
 
     def run(self, call: Call, body: Callable[[Call], Any]) -> Any:
         """Plan ``call``, run ``body(call)``, then the after-commit (or failed) hooks; return the result."""
-        for hook in self._hooks["plan"]:
-            hook(call)
-        if not self._timed:  # nobody waits for after-commit or failure: the plain loop
-            attempt = 0
-            while True:
-                try:
-                    return body(call)
-                except DataFlowError as exc:
-                    attempt += 1
-                    if not self._retry(call, exc, attempt):
-                        raise
+        self.plan(call)
+        if not self._timed:  # nobody waits for after-commit or failure: no clock reads
+            return self._attempts(call, body)
         started = time.perf_counter()
+        try:
+            result = self._attempts(call, body)
+        except DataFlowError as exc:
+            elapsed = time.perf_counter() - started
+            for hook in self._hooks["failed"]:
+                hook(call, exc, elapsed)
+            raise
+        self._after_commit(call, result, time.perf_counter() - started)
+        return result
+
+    def _attempts(self, call: Call, body: Callable[[Call], Any]) -> Any:
+        """``body(call)``, tried again where ``_retry`` says it is safe."""
         attempt = 0
         while True:
             try:
-                result = body(call)
-                break
+                return body(call)
             except DataFlowError as exc:
                 attempt += 1
-                if self._retry(call, exc, attempt):
-                    continue
-                elapsed = time.perf_counter() - started
-                for hook in self._hooks["failed"]:
-                    hook(call, exc, elapsed)
-                raise
-        self._after_commit(call, result, time.perf_counter() - started)
-        return result
+                if not self._retry(call, exc, attempt):
+                    raise
 
     def _after_commit(self, call: Call, result: Any, elapsed: float) -> None:
         tx = call.ctx.transaction

@@ -156,11 +156,7 @@ class RecordOperations(RelationOperations):
         fetch = None if limit is None else limit + 1
         if rels:
             selected, hidden = _join_fields(fields, rels)
-            stmt = self._ordered_select(b, where.clauses(), sort, selected)
-            if fetch is not None:
-                stmt = stmt.limit(fetch)
-            if offset:
-                stmt = stmt.offset(offset)
+            stmt = self._paged_select(b, where, sort, selected, fetch, offset)
             with self.executor.transaction(call) as conn:
                 self.executor.before_statement(call, conn)
                 result = conn.execute(stmt, where.params)
@@ -200,11 +196,7 @@ class RecordOperations(RelationOperations):
     def _stream(self, call: Call, sort: Any, limit: int | None, offset: int, fields, batch: int) -> Iterator[dict]:
         b = call.binding
         where = self._where(call)
-        stmt = self._ordered_select(b, where.clauses(), sort, fields)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
+        stmt = self._paged_select(b, where, sort, fields, limit, offset)
         with self.executor.transaction(call) as conn:
             self.executor.before_statement(call, conn)
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt, where.params)
