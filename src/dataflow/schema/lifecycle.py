@@ -54,11 +54,20 @@ def start(db: "DataFlow") -> None:
         use_live_timestamps(db)
         check_existing(db.engine, db.metadata, db.specs)
     elif db.config.auto_migrate:
-        migrator(db).apply()
+        _applied(db, migrator(db).apply())
 
 
 def migrate(db: "DataFlow", *, allow_destructive: bool, dry_run: bool) -> MigrationPlan:
     """An explicit ``db.migrate()``: plan, and unless ``dry_run`` apply, whatever the start-up settings."""
     connect_check(db)
     m = migrator(db)
-    return m.plan(allow_destructive=allow_destructive) if dry_run else m.apply(allow_destructive=allow_destructive)
+    return m.plan(allow_destructive=allow_destructive) if dry_run else _applied(db, m.apply(allow_destructive=allow_destructive))
+
+
+def _applied(db: "DataFlow", plan: MigrationPlan) -> MigrationPlan:
+    """After a schema change, cached reads of the models' tables are stale (every process sharing the cache)."""
+    if plan.operations:
+        cache = getattr(db, "cache", None)
+        if cache is not None:
+            cache.bump([spec.table for spec in db.specs.values()])
+    return plan
