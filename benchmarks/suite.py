@@ -1,8 +1,10 @@
 """One backend's run: three cases, each timed along four paths.
 
-Paths: the raw driver (the baseline), the operations layer (``db.create`` ...), a no-op Kailash
-node fed the same payload (the SDK's own cost), and the generated node, each node path a
-one-node workflow built once and run by ``LocalRuntime(enable_monitoring=False)``.
+Paths: the raw driver (the baseline), the operations layer (``db.create`` ...), the generated
+node, and three no-op nodes fed the same payload (noop.py): a plain one returning
+``{"success": True}``, one returning the generated node's own output (the baseline of the node
+path's target), and the generated node class with ``run`` replaced (for information). Each node
+path is a one-node workflow built once and run by ``LocalRuntime(enable_monitoring=False)``.
 Every path is warmed up once; paths take turns within each repeat, so drift in the machine
 or the database hits all of them alike.
 """
@@ -25,7 +27,7 @@ from kailash.workflow.builder import WorkflowBuilder
 
 import raw as raw_driver
 import workload
-from noop import noop_like
+from noop import noop_like, shell_like
 from capture import captured
 from workload import LIST_AGE, TABLE
 
@@ -33,6 +35,8 @@ MODEL = "BenchUser"
 LIST_LIMIT = 100
 SINGLE_ROUND = 100  # single creates run in rounds of this many per path, paths taking turns
 CASES = ("create", "read", "bulk", "list")
+#: The no-op twins of a generated node (noop.py), as the table names them.
+TWINS = {"noop": "no-op node", "echo": "no-op node, same output", "shell": "DataFlow node, run() no-op"}
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Timing:
     backend: str
     case: str         # "create", "read", "bulk", "list"
     label: str        # what the work is, for the table
-    path: str         # "raw", "ops", "noop", "node"; "echo" for List (see noop.py)
+    path: str         # "raw", "ops", "node"; the twins "noop", "echo", "shell" (see noop.py)
     how: str          # how the path does it, for the table
     seconds: float
     units: int        # rows (bulk) or operations (create, list) done in ``seconds``
@@ -106,9 +110,11 @@ class Bench:
             return results[node_id]
         return run
 
-    def _pair(self, node: str, node_id: str) -> tuple[Callable, Callable]:
-        """The generated node and its no-op twin, as workflow runners."""
-        return self._node(node, node_id), self._node(noop_like(NodeRegistry.get(node)), node_id)
+    def _baselines(self, node: str, node_id: str, output: dict) -> dict[str, Callable[[dict], dict]]:
+        """The no-op twins of ``node`` (noop.py), as workflow runners: plain, same output, DataFlow shell."""
+        cls = NodeRegistry.get(node)
+        return {"noop": self._node(noop_like(cls), node_id), "echo": self._node(noop_like(cls, output=output), node_id),
+                "shell": self._node(shell_like(cls, output), node_id)}
 
     def _count(self) -> int:
         with self.db.engine.connect() as conn:
@@ -128,14 +134,15 @@ class Bench:
     def single_creates(self) -> list[Timing]:
         n = self.opts.creates
         db, raw = self.db, self.raw
-        node, noop = self._pair(f"{MODEL}CreateNode", "create")
-        paths: dict[str, Callable[[list[dict]], None]] = {
+        node = self._node(f"{MODEL}CreateNode", "create")
+        warm = workload.make_rows(20)
+        twins = self._baselines(f"{MODEL}CreateNode", "create", node(warm[0]))
+        paths: dict[str, Callable[[list[dict]], object]] = {
             "raw": raw.create_each,
             "ops": lambda rows: [db.create(MODEL, r) for r in rows],
-            "noop": lambda rows: [noop(r) for r in rows],
+            **{k: (lambda rows, t=t: [t(r) for r in rows]) for k, t in twins.items()},
             "node": lambda rows: [node(r) for r in rows],
         }
-        warm = workload.make_rows(20)
         for fn in paths.values():
             fn(warm)
         _check(node(warm[0])["email"] == warm[0]["email"], "the Create node returns the record")
@@ -150,7 +157,7 @@ class Bench:
         _check(self._count() == 3 * n, "raw, ops and node each insert every record")
         raw.truncate()
         returning = "INSERT RETURNING" if raw.returning else "INSERT + SELECT"
-        how = {"raw": f"raw {returning}", "ops": "db.create", "noop": "no-op node", "node": f"{MODEL}CreateNode"}
+        how = {"raw": f"raw {returning}", "ops": "db.create", **TWINS, "node": f"{MODEL}CreateNode"}
         return self._timings("create", f"create x{n:,}", n, times, how)
 
     # ---------------------------------------------------------------- (b) read by id
@@ -161,7 +168,7 @@ class Bench:
         with db.engine.connect() as conn:
             stored = [i for (i,) in conn.exec_driver_sql(f"SELECT id FROM {TABLE}")]
         rng = random.Random(7)
-        node, noop = self._pair(f"{MODEL}ReadNode", "read")
+        node = self._node(f"{MODEL}ReadNode", "read")
         sql = raw.select_sql  # SELECT id, name, ... FROM bench_users WHERE id = ?: the model's columns
         one = stored[0]
         self.notes.append(f"{self.backend}: Read SQL: DataFlow {' '.join(self._captured(lambda: db.read(MODEL, one))[0].split())}"
@@ -169,11 +176,12 @@ class Bench:
         _check(raw.select(sql, (one,))[0][0] == one, "raw SELECT by id")
         _check(db.read(MODEL, one)["id"] == one, "db.read returns the record")
         _check(node({"id": one})["id"] == one, "the Read node returns the record")
+        twins = self._baselines(f"{MODEL}ReadNode", "read", node({"id": one}))
 
-        paths: dict[str, Callable[[list], None]] = {
+        paths: dict[str, Callable[[list], object]] = {
             "raw": lambda ids: [raw.select(sql, (i,)) for i in ids],
             "ops": lambda ids: [db.read(MODEL, i) for i in ids],
-            "noop": lambda ids: [noop({"id": i}) for i in ids],
+            **{k: (lambda ids, t=t: [t({"id": i}) for i in ids]) for k, t in twins.items()},
             "node": lambda ids: [node({"id": i}) for i in ids],
         }
         for fn in paths.values():
@@ -184,21 +192,23 @@ class Bench:
             for path, fn in paths.items():
                 samples[path].append(_timed(fn, ids))
         raw.truncate()
-        how = {"raw": "raw SELECT by id", "ops": "db.read", "noop": "no-op node", "node": f"{MODEL}ReadNode"}
+        how = {"raw": "raw SELECT by id", "ops": "db.read", **TWINS, "node": f"{MODEL}ReadNode"}
         return self._timings("read", f"read by id x{reads:,} of {n:,}", reads, _medians(samples), how)
 
     # ---------------------------------------------------------------- (c) bulk create
     def bulk_create(self) -> list[Timing]:
         n = self.opts.rows
         db, raw = self.db, self.raw
-        node, noop = self._pair(f"{MODEL}BulkCreateNode", "bulk")
+        node = self._node(f"{MODEL}BulkCreateNode", "bulk")
+        warm = workload.make_rows(min(n, 1000))
+        raw.truncate()
+        twins = self._baselines(f"{MODEL}BulkCreateNode", "bulk", node({"data": warm}))
         paths: dict[str, Callable[[list[dict]], object]] = {
             "raw": raw.bulk_create,
             "ops": lambda rows: db.bulk_create(MODEL, rows),
-            "noop": lambda rows: noop({"data": rows}),
+            **{k: (lambda rows, t=t: t({"data": rows})) for k, t in twins.items()},
             "node": lambda rows: node({"data": rows}),
         }
-        warm = workload.make_rows(min(n, 1000))
         for fn in paths.values():
             raw.truncate()
             fn(warm)
@@ -209,11 +219,11 @@ class Bench:
             for path, fn in paths.items():
                 raw.truncate()
                 samples[path].append(_timed(fn, rows))
-                if path != "noop":
+                if path not in TWINS:
                     _check(self._count() == n, f"{path} inserts every record")
         raw.truncate()
         how = {"raw": "raw COPY" if self.backend == "postgresql" else "raw executemany",
-               "ops": "db.bulk_create", "noop": "no-op node", "node": f"{MODEL}BulkCreateNode"}
+               "ops": "db.bulk_create", **TWINS, "node": f"{MODEL}BulkCreateNode"}
         return self._timings("bulk", f"bulk create {n:,}", n, _medians(samples), how)
 
     # ---------------------------------------------------------------- (d) filtered List
@@ -221,11 +231,10 @@ class Bench:
         n, calls = self.opts.rows, self.opts.lists
         db, raw = self.db, self.raw
         self._stored(n)
-        node, noop = self._pair(f"{MODEL}ListNode", "list")
+        node = self._node(f"{MODEL}ListNode", "list")
         where = {"age": LIST_AGE}
         payload = {"filter": where, "limit": LIST_LIMIT}
-        # A twin that returns the List node's real output: the SDK's share of handling 100 records.
-        echo = self._node(noop_like(NodeRegistry.get(f"{MODEL}ListNode"), output=node(payload)), "list")
+        twins = self._baselines(f"{MODEL}ListNode", "list", node(payload))  # the SDK's share of 100 records
 
         sql, params = self._captured(lambda: db.list(MODEL, where, limit=LIST_LIMIT))
         self.list_sql = sql
@@ -237,8 +246,7 @@ class Bench:
         paths: dict[str, Callable[[int], None]] = {
             "raw": lambda k: [raw.select(sql, params) for _ in range(k)],
             "ops": lambda k: [db.list(MODEL, where, limit=LIST_LIMIT) for _ in range(k)],
-            "noop": lambda k: [noop(payload) for _ in range(k)],
-            "echo": lambda k: [echo(payload) for _ in range(k)],
+            **{p: (lambda k, t=t: [t(payload) for _ in range(k)]) for p, t in twins.items()},
             "node": lambda k: [node(payload) for _ in range(k)],
         }
         for fn in paths.values():
@@ -248,8 +256,7 @@ class Bench:
             for path, fn in paths.items():
                 samples[path].append(_timed(fn, calls))
         raw.truncate()
-        how = {"raw": "raw SELECT", "ops": "db.list", "noop": "no-op node", "node": f"{MODEL}ListNode",
-               "echo": "no-op node, same output"}
+        how = {"raw": "raw SELECT", "ops": "db.list", **TWINS, "node": f"{MODEL}ListNode"}
         return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
 
     def _captured(self, call: Callable[[], object]) -> tuple[str, object]:

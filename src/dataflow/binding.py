@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import sqlalchemy as sa
 
@@ -33,6 +33,17 @@ class Binding:
     relations: dict[str, Relation] = field(default_factory=dict)
     constraints: dict[str, str] = field(default_factory=dict)  # constraint name -> field
     statements: dict[Any, Any] = field(default_factory=dict)   # cached statements by shape
+    _encoder: Any = field(default=None, repr=False)
+
+    @property
+    def encoder(self) -> Callable[[Mapping[str, Any]], dict]:
+        """Native record -> its JSON-safe form (what a node outputs)."""
+        if self._encoder is None:
+            from .encoding import record_encoder
+            from .values import json_safe
+
+            self._encoder = record_encoder(self.spec) if self.spec is not None else json_safe
+        return self._encoder
 
     @property
     def pk(self) -> sa.Column:

@@ -9,14 +9,11 @@ live instance declaring the same model is refused unless it names its nodes apar
 
 from __future__ import annotations
 
-import base64
 import gc
 import logging
 import weakref
-from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Mapping
-from uuid import UUID
 
 from kailash.nodes.base import Node, NodeMetadata, NodeParameter, NodeRegistry
 
@@ -25,6 +22,7 @@ from .errors import DataFlowError, ModelError, ValidationError
 from .models import ModelSpec
 from .operations import DEFAULT_BATCH, DEFAULT_LIMIT
 from .operations.context import current
+from .encoding import record_encoder
 from .values import json_safe
 
 if TYPE_CHECKING:
@@ -103,32 +101,6 @@ class DataFlowNode(Node):
     _parameter_defs: dict[str, NodeParameter] = {}
 
 
-#: JSON-safe forms of the field types JSON cannot carry as they are.
-_TO_JSON: dict[type, Callable[[Any], Any]] = {
-    datetime: datetime.isoformat, date: date.isoformat, Decimal: lambda d: format(d, "f"), UUID: str,
-    bytes: lambda b: base64.b64encode(b).decode("ascii"),
-}
-#: Field types whose stored values are JSON-safe already (JSON columns hold only JSON).
-_JSON_NATIVE = frozenset({int, str, bool, float, dict, list})
-
-
-def record_encoder(spec: ModelSpec) -> Callable[[Mapping[str, Any]], dict]:
-    """A function making one record of ``spec`` JSON-safe, converting only the columns that need it."""
-    convert = {n: _TO_JSON[f.pytype] for n, f in spec.fields.items() if f.pytype in _TO_JSON}
-    plain = frozenset(n for n, f in spec.fields.items() if f.pytype in _JSON_NATIVE)
-
-    def encode(record: Mapping[str, Any]) -> dict:
-        out = {}
-        for k, v in record.items():
-            if v is None or k in plain:
-                out[k] = v
-            else:
-                conv = convert.get(k)
-                out[k] = conv(v) if conv is not None else json_safe(v)  # e.g. included relations
-        return out
-    return encode
-
-
 def _numbers(value: Any) -> Any:
     """Aggregates are JSON numbers from nodes (CONVENTIONS.md): a Decimal sum becomes a float."""
     if isinstance(value, Decimal):
@@ -179,11 +151,11 @@ def _list(db, node, p, raw):
         raise ValidationError(f"{type(node).__name__}: limit is above the max_limit setting ({cap}); page with "
                               f"offset, or raise max_limit", model=node._model)
     records, more = db.operations.list(node._model, p["filter"], p["sort"], limit, p["offset"], p["fields"],
-                                       include=p["include"], include_deleted=p["include_deleted"])
+                                       include=p["include"], include_deleted=p["include_deleted"], json=True)
     if capped and more:
         log.warning("%s returned max_limit=%d records and more match; page with offset or raise max_limit",
                     type(node).__name__, cap)
-    return {"records": [node._encode(r) for r in records], "count": len(records), "limit": limit,
+    return {"records": records, "count": len(records), "limit": limit,
             "offset": p["offset"], "has_more": more}
 
 

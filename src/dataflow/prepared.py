@@ -50,14 +50,30 @@ class Prepared:
 
     results: tuple[Processor | None, ...] | None = None  # per result column, set on first use
 
+    json_results: tuple[Processor | None, ...] | None = None  # the same, to the JSON form (encoding.py)
+
+    def _codes(self, description: Any) -> list[Any]:
+        """The type codes the driver reports: some processors depend on them (PostgreSQL numerics)."""
+        return [d[1] for d in description or ()] or [None] * len(self.keys)
+
     def records(self, rows: Sequence[Any], description: Any = None) -> list[dict[str, Any]]:
         if self.results is None:
-            # Some processors depend on the type the driver reports (PostgreSQL numerics).
-            dialect, codes = self.compiled.dialect, [d[1] for d in description or ()] or [None] * len(self.keys)
+            dialect = self.compiled.dialect
             self.results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, code)
-                                 for c, code in zip(self.columns, codes))
+                                 for c, code in zip(self.columns, self._codes(description)))
+        return self._mapped(rows, self.results)
+
+    def json_records(self, rows: Sequence[Any], description: Any, spec: Any) -> list[dict[str, Any]]:
+        """The records in their JSON-safe form (what a node outputs), built straight from the rows."""
+        if self.json_results is None:
+            from .encoding import json_processors
+
+            self.json_results = json_processors(self, self._codes(description), spec)
+        return self._mapped(rows, self.json_results)
+
+    def _mapped(self, rows: Sequence[Any], processors: tuple[Processor | None, ...]) -> list[dict[str, Any]]:
         keys = self.keys
-        pairs = [(i, p) for i, p in enumerate(self.results) if p is not None]
+        pairs = [(i, p) for i, p in enumerate(processors) if p is not None]
         if pairs and rows:
             # Column by column: each processor mapped over its column (processors take None).
             columns: list[Any] = list(zip(*rows))
@@ -82,6 +98,9 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
 def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tuple[list, Any]:
     """Execute in its own transaction on a pooled driver connection; return (rows, cursor description).
 
+    One statement is atomic by itself: where the backend allows (``Backend.autocommit_reads`` and
+    ``autocommit_writes``), it runs in the driver's autocommit mode instead of BEGIN ... COMMIT.
+
     Driver errors propagate as they are (the executor translates them). An error that shows the
     connection to be dead invalidates the whole pool, as SQLAlchemy does on its own path: the
     other pooled connections to the same server died with it, and each would fail one operation.
@@ -90,7 +109,7 @@ def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tu
     conn = db.engine.raw_connection()
     cursor = None
     driver: Any = conn.driver_connection
-    autocommit = prepared.read_only and facts.autocommit_reads
+    autocommit = facts.autocommit_reads if prepared.read_only else facts.autocommit_writes
     try:
         if autocommit and facts.toggle_autocommit:
             driver.autocommit = True  # client-side switch while idle: no round trip

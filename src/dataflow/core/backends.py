@@ -16,6 +16,9 @@ class Backend:
     name: str
     #: A single SELECT runs without BEGIN/COMMIT around it (it is atomic by itself).
     autocommit_reads: bool
+    #: A single INSERT/UPDATE/DELETE on the fast path runs the same way: one statement is atomic by
+    #: itself, so BEGIN and COMMIT would only add two round trips (PostgreSQL) or two calls (SQLite).
+    autocommit_writes: bool
     #: The driver connection needs an explicit BEGIN before a write (pysqlite runs in autocommit mode).
     explicit_begin: bool
     #: Switch the driver connection to autocommit for a lone read (a client-side flag, no round trip).
@@ -39,12 +42,12 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "sqlite": Backend("sqlite", autocommit_reads=True, explicit_begin=True, toggle_autocommit=False,
+    "sqlite": Backend("sqlite", autocommit_reads=True, autocommit_writes=True, explicit_begin=True, toggle_autocommit=False,
                       row_locks=False, begin_immediate=True, sequences=False, returning_needs_sequence_fix=False),
-    "postgresql": Backend("postgresql", autocommit_reads=True, explicit_begin=False, toggle_autocommit=True,
+    "postgresql": Backend("postgresql", autocommit_reads=True, autocommit_writes=True, explicit_begin=False, toggle_autocommit=True,
                           row_locks=True, begin_immediate=False, sequences=True, returning_needs_sequence_fix=True,
                           retry_sqlstates=frozenset({"40001", "40P01"})),
-    "mysql": Backend("mysql", autocommit_reads=False, explicit_begin=False, toggle_autocommit=False,
+    "mysql": Backend("mysql", autocommit_reads=False, autocommit_writes=False, explicit_begin=False, toggle_autocommit=False,
                      row_locks=True, begin_immediate=False, sequences=False, returning_needs_sequence_fix=False,
                      retry_errnos=frozenset({1213, 1205}), upsert_any_unique=True, max_identifier=64),
 }

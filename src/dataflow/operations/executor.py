@@ -250,16 +250,20 @@ class Executor:
         """
         call.state["sql"] = p.sql  # for slow-operation logs (text only: values are never logged)
         memo = call.state.get("memo")
-        if memo is not None:
+        if memo is not None:  # the cache keeps native records; a call asking for JSON gets them encoded
             found, token = memo.lookup(call, p, params)
-            if found is not None:
-                return found
-            records = self._execute(call, p, params)
-            memo.store(call, p, params, records, token)
-            return records
-        return self._execute(call, p, params)
+            if found is None:
+                found = self._execute(call, p, params, False)
+                memo.store(call, p, params, found, token)
+            return self.encoded(call, found) if call.options.get("json") else found
+        return self._execute(call, p, params, call.options.get("json", False))
 
-    def _execute(self, call: Call, p: Prepared, params: Mapping[str, Any]) -> list[dict]:
+    @staticmethod
+    def encoded(call: Call, records: list[dict]) -> list[dict]:
+        """``records`` in their JSON-safe form (``call.options["json"]``: a node's output)."""
+        return [call.binding.encoder(r) for r in records]
+
+    def _execute(self, call: Call, p: Prepared, params: Mapping[str, Any], json: bool) -> list[dict]:
         if call.in_transaction or call.ctx.transaction is not None or self.watched():
             with self.transaction(call) as conn:
                 self.before_statement(call, conn)
@@ -267,13 +271,13 @@ class Executor:
                 result = conn.exec_driver_sql(sql, values)
                 description = result.cursor.description if result.returns_rows and result.cursor else None
                 rows = list(result.fetchall()) if result.returns_rows else []
-                records = p.records(rows, description)
+                records = p.json_records(rows, description, call.binding.spec) if json else p.records(rows, description)
                 self.after_statement(call, conn, records=records, rowcount=len(records))
                 return records
         self.ready(call)
         try:
             rows, description = run_raw(self.db, p, params)
-            return p.records(rows, description)
+            return p.json_records(rows, description, call.binding.spec) if json else p.records(rows, description)
         except DataFlowError:
             raise
         except self.db.catchable as exc:

@@ -139,14 +139,17 @@ class RecordOperations(RelationOperations):
     # ---------------------------------------------------------------- many records
     def list(self, model: str, filter: Mapping | None = None, sort: Any = None, limit: int | None = DEFAULT_LIMIT,
              offset: int = 0, fields: Sequence[str] | None = None, *, include: Sequence[str] | None = None,
-             include_deleted: bool = False) -> tuple[list[dict], bool]:
-        """Records matching ``filter``, sorted (primary key by default); and whether more follow."""
+             include_deleted: bool = False, json: bool = False) -> tuple[list[dict], bool]:
+        """Records matching ``filter``, sorted (primary key by default); and whether more follow.
+
+        ``json=True``: the records in their JSON-safe form (a node's output), built from the rows directly.
+        """
         b = self.db.binding(model)
         limit = self._limit(b, limit, "limit")
         offset = self._limit(b, offset, "offset") or 0
         shape = self._fields(b, fields)
         rels = self._relations(b, include) if include else None
-        call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted})
+        call = self._call("list", b, filter=filter, options={"include_deleted": include_deleted, "json": json})
         return self.executor.run(call, lambda c: self._list(c, sort, limit, offset, fields, shape, rels))
 
     def _list(self, call: Call, sort: Any, limit: int | None, offset: int, fields, shape: tuple,
@@ -165,6 +168,8 @@ class RecordOperations(RelationOperations):
                 if records:
                     self._attach(conn, call, records[:limit] if limit is not None else records, rels, hidden)
                 self.executor.after_statement(call, conn, records=records, rowcount=len(records))
+            if call.options["json"]:
+                records = self.executor.encoded(call, records)
         else:
             key = ("list", where.key, repr(sort), shape, fetch is None, bool(offset))
 

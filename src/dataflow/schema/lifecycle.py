@@ -55,7 +55,7 @@ def start(db: "DataFlow") -> None:
         use_live_timestamps(db)
         check_existing(db.engine, db.metadata, db.specs)
     elif db.config.auto_migrate:
-        migrator(db).apply()
+        _applied(db, migrator(db).apply())
 
 
 def migrate(db: "DataFlow", *, allow_destructive: bool, dry_run: bool, progress: Reporter = NOOP) -> MigrationPlan:
@@ -69,4 +69,13 @@ def migrate(db: "DataFlow", *, allow_destructive: bool, dry_run: bool, progress:
         plan = m.plan(allow_destructive=allow_destructive)
         progress.finish(0)
         return plan
-    return m.apply(allow_destructive=allow_destructive, progress=progress)
+    return _applied(db, m.apply(allow_destructive=allow_destructive, progress=progress))
+
+
+def _applied(db: "DataFlow", plan: MigrationPlan) -> MigrationPlan:
+    """After a schema change, cached reads of the models' tables are stale (every process sharing the cache)."""
+    if plan.operations:
+        cache = getattr(db, "cache", None)
+        if cache is not None:
+            cache.bump([spec.table for spec in db.specs.values()])
+    return plan

@@ -45,6 +45,28 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
+# JSON forms straight from the driver's value (node outputs): the same text as
+# ``_utc(value).isoformat()``, without building the aware datetime first where that can be skipped.
+def _text_json(value: Any) -> str | None:
+    if type(value) is str and len(value) == 26 and value[10] == " ":  # our own 'YYYY-MM-DD HH:MM:SS.ffffff'
+        fraction = value[19:]
+        return f"{value[:10]}T{value[11:19]}{'' if fraction == '.000000' else fraction}+00:00"
+    parsed = _from_text(value)
+    return None if parsed is None else parsed.isoformat()
+
+
+def _aware_json(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if value.tzinfo is UTC else _utc(value).isoformat()  # type: ignore[union-attr]
+
+
+def _naive_json(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() + "+00:00" if value.tzinfo is None else _aware_json(value)
+
+
 class _SQLiteDateTimeText(sa.DateTime):
     """DATETIME on SQLite, with our own text conversion (SQLAlchemy's parses with a regex: slow)."""
 
@@ -77,6 +99,7 @@ class UTCDateTime(TypeDecorator):
         "sqlite": lambda v: _to_utc(v).replace(tzinfo=None).isoformat(" ", "microseconds"),
     }
     _OUT = {"sqlite": _from_text}
+    _JSON = {"sqlite": _text_json, "postgresql": _aware_json}
 
     def load_dialect_impl(self, dialect):
         return dialect.type_descriptor(self._IMPL.get(dialect.name, sa.DateTime)())
@@ -90,6 +113,10 @@ class UTCDateTime(TypeDecorator):
 
     def result_processor(self, dialect, coltype):
         return self._OUT.get(dialect.name, _utc)
+
+    def json_processor(self, dialect):
+        """Driver value -> the ISO 8601 text a node outputs (``encoding.json_processors``)."""
+        return self._JSON.get(dialect.name, _naive_json)
 
     def process_bind_param(self, value, dialect):  # literal rendering (to_sql) goes through here
         return None if value is None else self.bind_processor(dialect)(value)
