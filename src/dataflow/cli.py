@@ -6,7 +6,8 @@
 
 ``MODULE:db`` names the ``DataFlow`` instance: a module importable from the current directory
 (``myapp.models``) or a file (``app.py``), then the attribute (``db`` when left out).
-Exit codes: 0 done, 1 error (the message says what and what to do), 2 usage.
+``migrate`` shows its progress on standard error: a bar on a terminal, one line per SQL statement
+applied otherwise. Exit codes: 0 done, 1 error (the message says what and what to do), 2 usage.
 """
 
 from __future__ import annotations
@@ -69,8 +70,24 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def migrate_progress(stream: Any = None) -> Any:
+    """``migrate``'s progress: a bar (``True``) when standard error is a terminal, else one line per statement."""
+    stream = stream or sys.stderr
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):
+        pass
+
+    def line(done: int, total: int | None) -> None:
+        if total:
+            print(f"migrate: statement {done} of {total} applied", file=stream, flush=True)
+    return line
+
+
 def cmd_migrate(db: Any, args: argparse.Namespace) -> int:
-    plan = db.migrate(allow_destructive=args.allow_destructive, dry_run=args.dry_run)
+    progress = None if args.dry_run else migrate_progress()
+    plan = db.migrate(allow_destructive=args.allow_destructive, dry_run=args.dry_run, progress=progress)
     if args.dry_run:
         print("Dry run: nothing was changed.")
     print(plan if plan is not None else "Migration done.")

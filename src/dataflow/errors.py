@@ -138,10 +138,19 @@ class TransactionError(DataFlowError):
     code, status = "transaction_rolled_back", 409
 
 
+class AbortedError(DataFlowError):
+    """The caller stopped the operation: its progress callback raised (``original`` is that exception).
+
+    The operation's changes are rolled back (inside ``db.transaction()``, the block is doomed).
+    """
+
+    code, status = "aborted", 500
+
+
 #: Every class of the tree, most specific first (for ``isinstance`` lookups).
 ALL_ERRORS: tuple[type[DataFlowError], ...] = (
     FilterError, SettingError, ValidationError, ModelError, NotFoundError, DuplicateKeyError, ForeignKeyError,
-    IntegrityError, ConflictError, TenantError, MigrationError, TransactionError, PoolTimeoutError,
+    IntegrityError, ConflictError, TenantError, MigrationError, TransactionError, AbortedError, PoolTimeoutError,
     DatabaseUnavailableError, DatabaseError,
     DataFlowError,
 )
@@ -157,5 +166,6 @@ def http_status(exc: BaseException, *, creating: bool = False) -> int:
 __all__ = [
     "DataFlowError", "ModelError", "ValidationError", "FilterError", "SettingError", "NotFoundError",
     "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError", "TenantError",
-    "MigrationError", "DatabaseError", "DatabaseUnavailableError", "PoolTimeoutError", "TransactionError", "ALL_ERRORS", "http_status",
+    "MigrationError", "DatabaseError", "DatabaseUnavailableError", "PoolTimeoutError", "TransactionError", "AbortedError",
+    "ALL_ERRORS", "http_status",
 ]

@@ -16,6 +16,7 @@ from ..driver_errors import translate
 from ..errors import DataFlowError, ModelError, ValidationError
 from ..models import ModelSpec, spec_from_class, table_name_for
 from ..operations import DEFAULT_BATCH, DEFAULT_LIMIT, Operations
+from ..progress import ProgressArg
 from ..schema.tables import build_table
 from .backends import backend as backend_facts
 from .config import DataFlowConfig
@@ -195,17 +196,20 @@ class DataFlow:
         """The declared models' specs, by model name."""
         return dict(self._specs)
 
-    def migrate(self, *, allow_destructive: bool = False, dry_run: bool = False):
+    def migrate(self, *, allow_destructive: bool = False, dry_run: bool = False, progress: ProgressArg = None):
         """Compare the models with the database and apply the difference; return the ``MigrationPlan``.
 
         Destructive changes (dropped columns or tables, narrowed types) are only reported unless
-        ``allow_destructive=True``; ``dry_run=True`` changes nothing.
+        ``allow_destructive=True``; ``dry_run=True`` changes nothing. ``progress=True`` (a bar on a
+        terminal) or ``f(done, total)`` reports each SQL statement applied; nothing to apply is ``(0, 0)``.
         """
+        from ..progress import reporter
         from ..schema import lifecycle
 
-        with self._lock:
+        report = reporter(progress, "migrate", unit="statements")
+        with self._lock, report:
             self._check_references()
-            plan = lifecycle.migrate(self, allow_destructive=allow_destructive, dry_run=dry_run)
+            plan = lifecycle.migrate(self, allow_destructive=allow_destructive, dry_run=dry_run, progress=report)
             if not dry_run:
                 self._ready = True
             return plan
@@ -346,24 +350,27 @@ class DataFlow:
 
     def bulk_create(self, model: str, data: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH,
                     on_conflict: str = "error", return_ids: bool = False,
-                    conflict_on: Sequence[str] | None = None) -> dict:
-        """Insert many records, all or nothing."""
+                    conflict_on: Sequence[str] | None = None, progress: ProgressArg = None) -> dict:
+        """Insert many records, all or nothing; ``progress=True`` or ``f(done, total)`` reports each batch."""
         return self.operations.bulk_create(model, data, batch_size=batch_size, on_conflict=on_conflict,
-                                           return_ids=return_ids, conflict_on=conflict_on)
+                                           return_ids=return_ids, conflict_on=conflict_on, progress=progress)
 
     def bulk_update(self, model: str, filter: Mapping | None, changes: Mapping[str, Any], *,
-                    confirm_all: bool = False) -> int:
-        """Apply changes to every matching record; return the count."""
-        return self.operations.bulk_update(model, filter, changes, confirm_all=confirm_all)
+                    confirm_all: bool = False, progress: ProgressArg = None) -> int:
+        """Apply changes to every matching record; return the count (``progress``: ``(0, None)``, then ``(n, n)``)."""
+        return self.operations.bulk_update(model, filter, changes, confirm_all=confirm_all, progress=progress)
 
-    def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False) -> int:
-        """Delete every matching record; return the count."""
-        return self.operations.bulk_delete(model, filter, confirm_all=confirm_all)
+    def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False,
+                    progress: ProgressArg = None) -> int:
+        """Delete every matching record; return the count (``progress``: ``(0, None)``, then ``(n, n)``)."""
+        return self.operations.bulk_delete(model, filter, confirm_all=confirm_all, progress=progress)
 
     def bulk_upsert(self, model: str, data: Sequence[Mapping[str, Any]], *,
-                    conflict_on: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH) -> dict:
-        """Insert or update many records, all or nothing."""
-        return self.operations.bulk_upsert(model, data, conflict_on=conflict_on, batch_size=batch_size)
+                    conflict_on: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH,
+                    progress: ProgressArg = None) -> dict:
+        """Insert or update many records, all or nothing; ``progress=True`` or ``f(done, total)`` reports each batch."""
+        return self.operations.bulk_upsert(model, data, conflict_on=conflict_on, batch_size=batch_size,
+                                           progress=progress)
 
     def aggregate(self, model: str, pipeline: Sequence[Mapping], filter: Mapping | None = None, *,
                   cache: bool | float | None = None) -> Any:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ..binding import Binding
 from ..errors import DuplicateKeyError, ValidationError
+from ..progress import NOOP, ProgressArg, Reporter, reporter
 from ..schema.bulk import insert_columns, insert_rows
 from ..schema.upsert import insert_on_conflict
 from .base import DEFAULT_BATCH, ON_CONFLICT, UTC, OperationsBase, _chunks, _group_by_keys, _is_unique, _version_of
@@ -17,10 +18,15 @@ from .executor import matches_everything
 
 
 class BulkOperations(OperationsBase):
+    # Progress (``progress=``, see dataflow/progress.py): bulk loads report after each chunk of
+    # ``batch_size`` records, counting records processed (skipped ones too); bulk update and delete
+    # are one statement each: ``(0, None)`` before it, ``(n, n)`` after it. Every report comes inside
+    # the transaction, so a callback that raises leaves nothing written.
+
     # ---------------------------------------------------------------- create
     def bulk_create(self, model: str, data: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH,
                     on_conflict: str = "error", return_ids: bool = False,
-                    conflict_on: Sequence[str] | None = None) -> dict:
+                    conflict_on: Sequence[str] | None = None, progress: ProgressArg = None) -> dict:
         """Insert many records in one transaction (COPY on PostgreSQL); all or nothing."""
         b = self.db.binding(model, modelled=True)
         if not isinstance(data, (list, tuple)):
@@ -29,24 +35,30 @@ class BulkOperations(OperationsBase):
             raise ValidationError(f"{b.name} bulk create: on_conflict must be one of {', '.join(ON_CONFLICT)}",
                                   model=b.name)
         batch_size = self._limit(b, batch_size, "batch_size") or DEFAULT_BATCH
+        report = reporter(progress, f"{b.name} bulk create", model=b.name)
         call = self._call("bulk_create", b, data=data, options={
             "batch_size": batch_size, "on_conflict": on_conflict, "return_ids": return_ids,
             "conflict_on": conflict_on})
-        return self.executor.run(call, self._bulk_create)
+        with report:
+            return self.executor.run(call, lambda c: self._bulk_create(c, report))
 
-    def _bulk_create(self, call: Call) -> dict:
+    def _bulk_create(self, call: Call, report: Reporter = NOOP) -> dict:
         b, opts = call.binding, call.options
         on_conflict, return_ids = opts["on_conflict"], opts["return_ids"]
         data = _stamped(call)
         now = datetime.now(UTC)
+        report.begin(len(data))
+        step = report.step if report.active else None
         if on_conflict == "error" and not return_ids and data:
             fast = b.model_codec.insert_columns(data, now)
             if fast is not None:
                 with self.executor.transaction(call) as conn:
                     self.executor.before_statement(call, conn)
-                    insert_columns(self.db.backend, conn, b.table, *fast, watched=_no_copy(self.executor, call))
+                    insert_columns(self.db.backend, conn, b.table, *fast, watched=_no_copy(self.executor, call),
+                                   step=step, chunk=opts["batch_size"])
                     self._advance_sequence(conn, b, fast[0])
                     self.executor.after_statement(call, conn, rowcount=len(data))
+                    report.finish()
                 return {"processed": len(data), "inserted": len(data), "success": True}
         rows = self._checked_rows(b, data, now)
         ids: list = []
@@ -55,7 +67,8 @@ class BulkOperations(OperationsBase):
             self.executor.before_statement(call, conn)
             for keys, group in _group_by_keys(rows):
                 if on_conflict == "error" and not return_ids:
-                    insert_rows(self.db.backend, conn, b.table, keys, group, watched=_no_copy(self.executor, call))
+                    insert_rows(self.db.backend, conn, b.table, keys, group, watched=_no_copy(self.executor, call),
+                                step=step, chunk=opts["batch_size"])
                     inserted += len(group)
                     self._advance_sequence(conn, b, keys)
                     continue
@@ -79,8 +92,10 @@ class BulkOperations(OperationsBase):
                     inserted += new
                     if return_ids and on_conflict == "skip":
                         ids.extend(self._keys_of(conn, call, target, chunk))
+                    report.advance(len(chunk))
                 self._advance_sequence(conn, b, keys)
             self.executor.after_statement(call, conn, rowcount=inserted, keys=ids or None)
+            report.finish()
         out: dict[str, Any] = {"processed": len(rows), "inserted": inserted, "success": True}
         if on_conflict == "skip":
             out["skipped"] = len(rows) - inserted
@@ -124,34 +139,42 @@ class BulkOperations(OperationsBase):
 
     # ---------------------------------------------------------------- update / delete
     def bulk_update(self, model: str, filter: Mapping | None, changes: Mapping[str, Any], *,
-                    confirm_all: bool = False) -> int:
+                    confirm_all: bool = False, progress: ProgressArg = None) -> int:
         """Apply the same changes to every record matching ``filter``; return how many changed."""
         b = self.db.binding(model, modelled=True)
         if not changes:
             raise ValidationError(f"{b.name} bulk update needs changes in 'data' (or 'fields'/'update')",
                                   model=b.name)
+        report = reporter(progress, f"{b.name} bulk update", model=b.name)
         call = self._call("bulk_update", b, filter=filter, data=b.model_codec.for_update(changes),
                           options={"confirm_all": confirm_all})
-        return self.executor.run(call, self._bulk_update)
+        with report:
+            return self.executor.run(call, lambda c: self._bulk_update(c, report))
 
-    def _bulk_update(self, call: Call) -> int:
+    def _bulk_update(self, call: Call, report: Reporter = NOOP) -> int:
         b = call.binding
         where = self._guarded_where(call)
         clauses = where.clauses()
         with self.executor.transaction(call) as conn:
             call.state["where"] = (clauses, where.params)
             self.executor.before_statement(call, conn)
+            report.begin(None)
+            report.started()
             n = conn.execute(sa.update(b.table).where(*clauses).values(call.data), where.params).rowcount
             self.executor.after_statement(call, conn, rowcount=n)
+            report.finish(n)
             return n
 
-    def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False) -> int:
+    def bulk_delete(self, model: str, filter: Mapping | None, *, confirm_all: bool = False,
+                    progress: ProgressArg = None) -> int:
         """Delete every record matching ``filter``; a filter that selects everything needs ``confirm_all=True``."""
         b = self.db.binding(model, modelled=True)
+        report = reporter(progress, f"{b.name} bulk delete", model=b.name)
         call = self._call("bulk_delete", b, filter=filter, options={"confirm_all": confirm_all})
-        return self.executor.run(call, self._bulk_delete)
+        with report:
+            return self.executor.run(call, lambda c: self._bulk_delete(c, report))
 
-    def _bulk_delete(self, call: Call) -> int:
+    def _bulk_delete(self, call: Call, report: Reporter = NOOP) -> int:
         b = call.binding
         where = self._guarded_where(call)
         clauses = where.clauses()
@@ -163,8 +186,11 @@ class BulkOperations(OperationsBase):
         with self.executor.transaction(call) as conn:
             call.state["where"] = (clauses, where.params)
             self.executor.before_statement(call, conn)
+            report.begin(None)
+            report.started()
             n = conn.execute(stmt, where.params).rowcount
             self.executor.after_statement(call, conn, rowcount=n)
+            report.finish(n)
             return n
 
     def _guarded_where(self, call: Call):
@@ -180,19 +206,22 @@ class BulkOperations(OperationsBase):
 
     # ---------------------------------------------------------------- upsert
     def bulk_upsert(self, model: str, data: Sequence[Mapping[str, Any]], *, conflict_on: Sequence[str] | None = None,
-                    batch_size: int = DEFAULT_BATCH) -> dict:
+                    batch_size: int = DEFAULT_BATCH, progress: ProgressArg = None) -> dict:
         """Insert new records and update existing ones (matched on ``conflict_on``); all or nothing."""
         b = self.db.binding(model, modelled=True)
         if not isinstance(data, (list, tuple)):
             raise ValidationError(f"{b.name} bulk upsert: 'data' must be a list of records", model=b.name)
         batch_size = self._limit(b, batch_size, "batch_size") or DEFAULT_BATCH
+        report = reporter(progress, f"{b.name} bulk upsert", model=b.name)
         call = self._call("bulk_upsert", b, data=data, options={"conflict_on": conflict_on, "batch_size": batch_size})
-        return self.executor.run(call, self._bulk_upsert)
+        with report:
+            return self.executor.run(call, lambda c: self._bulk_upsert(c, report))
 
-    def _bulk_upsert(self, call: Call) -> dict:
+    def _bulk_upsert(self, call: Call, report: Reporter = NOOP) -> dict:
         b = call.binding
         data = _stamped(call)
         rows = self._checked_rows(b, data, datetime.now(UTC))
+        report.begin(len(rows))
         if "versioned" in call.state:  # the rows whose caller stated a version (the others got the default)
             call.state["stated"] = {id(row) for row, raw in zip(rows, data) if "version" in raw}
         inserted = updated = 0
@@ -213,7 +242,9 @@ class BulkOperations(OperationsBase):
                     updated += len(chunk) - new
                     inserted += new
                     self.executor.after_statement(call, conn, rowcount=len(chunk), inserted=new)
+                    report.advance(len(chunk))
                 self._advance_sequence(conn, b, keys)
+            report.finish()
         return {"processed": len(rows), "inserted": inserted, "updated": updated, "success": True}
 
     # ---------------------------------------------------------------- lookups by conflict key

@@ -4,13 +4,17 @@ SQLAlchemy compiles the INSERT once; values go through each column's own bind pr
 (UTC datetimes, quantized decimals, JSON) column by column, a repeated value once, and not
 through SQLAlchemy's per-row parameter machinery, which on a 100,000-row load costs more
 than the database itself.
+
+Given ``step`` (a progress reporter's), a load goes in chunks of ``chunk`` rows and calls
+``step(n)`` after each: executemany runs once per chunk; COPY stays one stream, and ``step`` is
+called as each chunk has been written into it (the last once the server has accepted the stream).
 """
 
 from __future__ import annotations
 
 import copy
-from itertools import repeat
-from typing import Any, Sequence
+from itertools import islice, repeat
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -40,15 +44,38 @@ def _repeat_processed(col: repeat, proc) -> repeat:
     return repeat(None if value is None else proc(value), n)
 
 
-def _pg_copy(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns: Sequence) -> None:
+Step = Callable[[int], None]
+
+
+def _batched(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _pg_copy(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns: Sequence,
+             step: Step | None = None, chunk: int = 0) -> None:
     quote = conn.dialect.identifier_preparer.quote
     raw = conn.connection.driver_connection  # psycopg.Connection, inside our transaction
     sql = f"COPY {quote(table.name)} ({', '.join(quote(k) for k in keys)}) FROM STDIN"
     cols = _processed(conn.dialect, table, keys, columns)
+    if step is None:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            write = copy.write_row
+            for values in zip(*cols):
+                write(values)
+        return
+    pending = 0  # the chunk written last is reported once the stream is accepted
     with raw.cursor() as cur, cur.copy(sql) as copy:
         write = copy.write_row
-        for values in zip(*cols):
-            write(values)
+        for batch in _batched(zip(*cols), chunk):
+            if pending:
+                step(pending)
+            for values in batch:
+                write(values)
+            pending = len(batch)
+    if pending:
+        step(pending)
 
 
 def positional_dialect(dialect: sa.Dialect) -> sa.Dialect:
@@ -67,12 +94,19 @@ def positional_dialect(dialect: sa.Dialect) -> sa.Dialect:
     return twin
 
 
-def _executemany(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns: Sequence) -> None:
+def _executemany(conn: sa.Connection, table: sa.Table, keys: Sequence[str], columns: Sequence,
+                 step: Step | None = None, chunk: int = 0) -> None:
     compiled = table.insert().compile(dialect=positional_dialect(conn.dialect), column_keys=list(keys))
     order = list(compiled.positiontup)
     by_key = dict(zip(keys, columns))
     cols = _processed(conn.dialect, table, order, [by_key[k] for k in order])
-    conn.exec_driver_sql(str(compiled), list(zip(*cols)))
+    if step is None:
+        conn.exec_driver_sql(str(compiled), list(zip(*cols)))
+        return
+    sql = str(compiled)
+    for batch in _batched(zip(*cols), chunk):
+        conn.exec_driver_sql(sql, batch)
+        step(len(batch))
 
 
 #: The bulk path of each backend.
@@ -80,18 +114,20 @@ PATHS = {"postgresql": _pg_copy, "sqlite": _executemany, "mysql": _executemany}
 
 
 def insert_columns(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str],
-                   columns: Sequence, *, watched: bool = False) -> None:
+                   columns: Sequence, *, watched: bool = False, step: Step | None = None, chunk: int = 5000) -> None:
     """Insert rows given column-wise (lists, or ``repeat`` for one value) by the fastest path.
 
     ``watched``: someone logs or listens to statements (``echo``, cursor events): COPY runs outside
     SQLAlchemy's execution, so the executemany path is taken instead, which both see.
+    ``step``: called with the number of rows after each ``chunk`` of them (see the module's notes).
     """
     if keys:
-        (_executemany if watched else PATHS[backend])(conn, table, keys, columns)
+        (_executemany if watched else PATHS[backend])(conn, table, keys, columns, step, max(1, chunk))
 
 
 def insert_rows(backend: str, conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict],
-                *, watched: bool = False) -> None:
+                *, watched: bool = False, step: Step | None = None, chunk: int = 5000) -> None:
     """Insert ``rows`` (dicts that all carry exactly ``keys``) by the fastest path."""
     if rows:
-        insert_columns(backend, conn, table, keys, [[r[k] for r in rows] for k in keys], watched=watched)
+        insert_columns(backend, conn, table, keys, [[r[k] for r in rows] for k in keys], watched=watched,
+                       step=step, chunk=chunk)

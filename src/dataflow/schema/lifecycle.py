@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy.exc as sa_exc
 
 from ..driver_errors import translate
+from ..progress import NOOP, Reporter
 from .existing import check_existing, follow_live_timestamps
 from .migrate import MigrationPlan, Migrator
 
@@ -57,11 +58,18 @@ def start(db: "DataFlow") -> None:
         _applied(db, migrator(db).apply())
 
 
-def migrate(db: "DataFlow", *, allow_destructive: bool, dry_run: bool) -> MigrationPlan:
-    """An explicit ``db.migrate()``: plan, and unless ``dry_run`` apply, whatever the start-up settings."""
+def migrate(db: "DataFlow", *, allow_destructive: bool, dry_run: bool, progress: Reporter = NOOP) -> MigrationPlan:
+    """An explicit ``db.migrate()``: plan, and unless ``dry_run`` apply, whatever the start-up settings.
+
+    ``progress`` hears of each statement applied (a dry run applies none: ``(0, 0)``).
+    """
     connect_check(db)
     m = migrator(db)
-    return m.plan(allow_destructive=allow_destructive) if dry_run else _applied(db, m.apply(allow_destructive=allow_destructive))
+    if dry_run:
+        plan = m.plan(allow_destructive=allow_destructive)
+        progress.finish(0)
+        return plan
+    return _applied(db, m.apply(allow_destructive=allow_destructive, progress=progress))
 
 
 def _applied(db: "DataFlow", plan: MigrationPlan) -> MigrationPlan:

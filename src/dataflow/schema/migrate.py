@@ -24,8 +24,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine.default import StrCompileDialect
 
 from ..driver_errors import driver_message
-from ..errors import MigrationError
+from ..errors import AbortedError, MigrationError
 from ..models import ModelSpec
+from ..progress import NOOP, Reporter
 from . import history
 from .diff import Differ, Step, label, quiet_alembic
 from .locks import MigrationLock, recipe_for
@@ -176,25 +177,30 @@ class Migrator:
         with self._database_errors("compare the models with"), self.engine.connect() as conn:
             return self._plan(conn, allow_destructive)
 
-    def apply(self, *, allow_destructive: bool = False) -> MigrationPlan:
+    def apply(self, *, allow_destructive: bool = False, progress: Reporter = NOOP) -> MigrationPlan:
         """Apply the plan under the database's migration lock, record it, and return it.
 
         Waits at most ``lock_timeout`` seconds for another process's migration; then plans again,
         so that when three processes start at once one migrates and the others find nothing to do.
+        ``progress`` hears of each statement as it is applied (total: the statements of the plan made
+        under the lock); nothing to apply is ``(0, 0)``.
         """
         first = self.plan(allow_destructive=allow_destructive)
         if not first.sql:
+            progress.finish(0)
             self._report(first)
             return first
         with self._database_errors("migrate"), self.engine.connect() as conn, \
                 MigrationLock(conn, timeout=self.lock_timeout) as lock:
             plan = self._plan(conn, allow_destructive)
+            progress.begin(len(plan.sql))
             if plan.sql:
-                self._execute(conn, lock, plan)
+                self._execute(conn, lock, plan, progress)
                 plan.history_id = history.record(
                     conn, operations=plan.operations, sql=plan.sql, checksum=plan.checksum,
                     tables=self.metadata.tables, destructive=plan.destructive_applied, owners=self._owners())
                 plan.applied = True
+            progress.finish()
             lock.commit()
         self._report(plan)
         return plan
@@ -257,7 +263,8 @@ class Migrator:
         return out.statements
 
     # -- applying ------------------------------------------------------------------------------
-    def _execute(self, conn: sa.Connection, lock: MigrationLock, plan: MigrationPlan) -> None:
+    def _execute(self, conn: sa.Connection, lock: MigrationLock, plan: MigrationPlan,
+                 progress: Reporter = NOOP) -> None:
         # Violations that exist before are the data's; the migration must not add any.
         before = {row[:3] for row in lock.verify()}
         for number, stmt in enumerate(plan.sql, 1):
@@ -269,6 +276,14 @@ class Migrator:
                     f"Migration failed on {plan.dialect} at statement {number} of {len(plan.sql)}:\n"
                     f"  {stmt}\n{driver_message(exc, 'migrate')}\n" + self._aftermath(lock, number, partial),
                     original=exc) from None
+            try:
+                progress.advance(1)
+            except AbortedError as exc:  # the caller's callback raised: stop as after a failed statement
+                partial = self._record_partial(conn, lock, plan, number + 1, stopped=f"stopped by the progress "
+                                               f"callback after statement {number} of {len(plan.sql)}")
+                raise AbortedError(f"{exc.message} after statement {number} of {len(plan.sql)}.\n"
+                                   + self._aftermath(lock, number + 1, partial, stopped=True),
+                                   original=exc.original) from exc.__cause__
         broken = [row for row in lock.verify() if row[:3] not in before]
         if broken:
             # Table names only: the row ids are stored values, which errors never show.
@@ -281,22 +296,24 @@ class Migrator:
                 "Nothing was changed (rolled back).")
 
     def _record_partial(self, conn: sa.Connection, lock: MigrationLock, plan: MigrationPlan,
-                        number: int) -> int | None:
+                        number: int, stopped: str | None = None) -> int | None:
         """On a database that commits each schema statement, record the statements that ran.
 
+        ``number`` is the statement that did not run (one past the last when every one ran).
         Without this row, ``dataflow_migrations`` would not show changes that are in the database.
         Returns the history id, or None when nothing ran or nothing could be recorded.
         """
         if lock.recipe.transactional_ddl or number <= 1:
             return None
         done = plan.sql[:number - 1]
+        stopped = stopped or f"stopped at statement {number} of {len(plan.sql)}"
         try:
             # The failed statement may have left the transaction unusable: record on a clean one.
             lock.rollback()
             lock.begin()
             history_id = history.record(
-                conn, operations=[f"PARTIAL: stopped at statement {number} of {len(plan.sql)}; the "
-                                  f"{number - 1} statement(s) before it were applied. Planned:"]
+                conn, operations=[f"PARTIAL: {stopped}; the {number - 1} statement(s) of {len(plan.sql)} "
+                                  f"before that were applied. Planned:"]
                 + [f"  {op}" for op in plan.operations],
                 sql=done, checksum=plan.checksum, tables=self.metadata.tables,
                 destructive=plan.destructive_applied, owners=self._owners(), partial=True)
@@ -307,14 +324,15 @@ class Migrator:
             return None
 
     @staticmethod
-    def _aftermath(lock: MigrationLock, number: int, partial: int | None = None) -> str:
+    def _aftermath(lock: MigrationLock, number: int, partial: int | None = None, stopped: bool = False) -> str:
         if lock.recipe.transactional_ddl or number <= 1:
             return "Nothing was changed (the migration was rolled back)."
         recorded = (f" They are recorded as partial migration #{partial} in {history.HISTORY_TABLE}."
                     if partial is not None else "")
-        return (f"This database commits each schema statement: the {number - 1} statement(s) before it "
-                f"were applied.{recorded} Fix the cause and migrate again; the next plan starts from the "
-                "current state.")
+        again = "Migrate again to finish" if stopped else "Fix the cause and migrate again"
+        which = "that ran" if stopped else "before it"
+        return (f"This database commits each schema statement: the {number - 1} statement(s) {which} "
+                f"were applied.{recorded} {again}; the next plan starts from the current state.")
 
     def _report(self, plan: MigrationPlan) -> None:
         if plan.left_alone:
