@@ -633,6 +633,11 @@ def test_bulk_upsert_needs_the_conflict_fields(db):
     with pytest.raises(ValidationError, match=r"^Item bulk upsert: every record needs the conflict field\(s\) "
                                               r"\['code'\]"):
         db.bulk_upsert("Item", [{"label": "x"}], conflict_on=["code"])
+    for on_conflict in ("skip", "update"):  # bulk create with a conflict policy: the same check, not a KeyError
+        with pytest.raises(ValidationError, match=r"^Item bulk create: every record needs the conflict field\(s\) "
+                                                  r"\['code'\]"):
+            db.bulk_create("Item", [{"code": "a", "label": "x"}, {"label": "y"}], on_conflict=on_conflict,
+                           conflict_on=["code"])
     assert db.count("Item") == 0
 
 

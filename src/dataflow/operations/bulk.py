@@ -76,7 +76,7 @@ class BulkOperations(OperationsBase):
                 if on_conflict == "error":
                     stmt = b.table.insert()
                 else:
-                    target = self._conflict_target(b, opts["conflict_on"], keys)
+                    target = self._conflict_target(b, opts["conflict_on"], keys, "bulk create")
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
                                               update=on_conflict == "update", bump=_version_of(b))
                 for chunk in _chunks(group, opts["batch_size"]):
@@ -113,7 +113,17 @@ class BulkOperations(OperationsBase):
                 raise ValidationError(f"data[{i}]: {exc.message}", model=b.name, field=exc.field) from None
         return rows
 
-    def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
+    def _conflict_target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str],
+                         action: str) -> list[str]:
+        """The fields that identify a duplicate; every record (of this key set) must carry them."""
+        target = self._target(b, conflict_on, keys)
+        missing = [t for t in target if t not in keys]
+        if missing:
+            raise ValidationError(f"{b.name} {action}: every record needs the conflict field(s) {missing}",
+                                  model=b.name, field=missing[0])
+        return target
+
+    def _target(self, b: Binding, conflict_on: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
         # Multi-tenant: unique constraints are per tenant (tenant column first); records carry the tenant.
         tenant = [b.model_spec.tenant] if b.model_spec.tenant else []
         if conflict_on:
@@ -227,11 +237,7 @@ class BulkOperations(OperationsBase):
         inserted = updated = 0
         with self.executor.transaction(call) as conn:
             for keys, group in _group_by_keys(rows):
-                target = self._conflict_target(b, call.options["conflict_on"], keys)
-                missing = [t for t in target if t not in keys]
-                if missing:
-                    raise ValidationError(f"{b.name} bulk upsert: every record needs the conflict field(s) "
-                                          f"{missing}", model=b.name, field=missing[0])
+                target = self._conflict_target(b, call.options["conflict_on"], keys, "bulk upsert")
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
                 for chunk in _chunks(group, call.options["batch_size"]):
                     call.state["chunk"], call.state["target"] = chunk, target
