@@ -63,6 +63,9 @@ class DataFlowConfig:
     #: FORCE ROW LEVEL SECURITY, the tenant set with set_config(..., true) in every transaction).
     tenant_rls: bool = True
     redis_url: str | None = None
+    #: ``redis_url`` names a node of a Redis Cluster (same as a ``redis+cluster://`` URL): the cache
+    #: uses redis-py's ``RedisCluster`` and hash-tagged keys (see ``dataflow.cache``).
+    redis_cluster: bool = False
     log_level: str | None = None
     enable_metrics: bool = False
     #: Record every write in the ``dataflow_audit`` table, in the write's transaction (same as
@@ -146,6 +149,11 @@ class DataFlowConfig:
             raise SettingError("cache_size must be a positive integer")
         if not isinstance(self.cache_prefix, str):
             raise SettingError("cache_prefix must be a string")
+        if not isinstance(self.redis_cluster, bool):
+            raise SettingError("redis_cluster must be True or False")
+        if self.redis_cluster and not self.redis_url:
+            raise SettingError("redis_cluster needs redis_url, the address of a cluster node "
+                               "(redis+cluster://host:port says both at once)")
         if not isinstance(self.tenant_field, str) or not self.tenant_field.isidentifier():
             raise SettingError("tenant_field must be a field name such as 'tenant_id'")
         if not isinstance(self.tenant_header, str) or not self.tenant_header.strip():
