@@ -333,6 +333,9 @@ def test_cluster_settings(monkeypatch, cluster, make):
         "host:port separated by commas": {"redis_url": "redis+cluster://:s3cret@127.0.0.1:7000,127.0.0.1:x"},
         "a Redis Cluster URL is": {"redis_url": "unix:///tmp/s3cret.sock", "redis_cluster": True},
     }
+    shown = repr(DataFlowConfig.build(database_url="sqlite://",
+                                      redis_url="redis+cluster://u:s3c/r@t@h1:7000,h2:7001/0"))
+    assert "redis_url='redis+cluster://u:***@h1:7000,h2:7001/0'" in shown and "s3c" not in shown
     monkeypatch.delenv("DATAFLOW_REDIS_URL")
     for message, settings in refused.items():
         with pytest.raises(SettingError, match=message) as info:

@@ -404,9 +404,9 @@ def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
     if base is None:
         raise SettingError("a Redis Cluster URL is redis+cluster://host:port (several nodes: "
                            "redis+cluster://host1:port,host2:port; TLS: rediss+cluster://)")
-    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = authority.rpartition("@")
+    userinfo, at, after = rest.rpartition("@")  # the last '@': a password may hold an unencoded '@' or '/'
+    end = min((i for i in (after.find("/"), after.find("?"), after.find("#")) if i >= 0), default=len(after))
+    hosts, tail = after[:end], after[end:]
     names = hosts.split(",")
     others = []
     for name in names[1:]:
@@ -447,7 +447,7 @@ class ClusterStore(RedisStore):
     kind = "redis-cluster"
     partial = True
 
-    def __init__(self, url: str, prefix: str) -> None:  # noqa: D107 - no super(): the client is lazy
+    def __init__(self, url: str, prefix: str) -> None:  # not super().__init__: the client is made lazily
         redis = _redis_py()
         from redis.cluster import key_slot
 

@@ -98,9 +98,10 @@ class DataFlowConfig:
         from .engine import safe_url
 
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        for name in ("database_url", "redis_url"):
-            if shown[name]:
-                shown[name] = safe_url(shown[name])
+        if shown["database_url"]:
+            shown["database_url"] = safe_url(shown["database_url"])
+        if shown["redis_url"]:
+            shown["redis_url"] = safe_redis_url(shown["redis_url"])
         return f"DataFlowConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @classmethod
@@ -188,6 +189,18 @@ class DataFlowConfig:
                 continue
             out[f.name] = value
         return out
+
+
+def safe_redis_url(url: str) -> str:
+    """A Redis URL fit for logs: the password masked (also in ``redis+cluster://h1:7000,h2:7000`` URLs,
+    which are not single-host URLs)."""
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")  # the last '@': a password may hold an unencoded '@' or '/'
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{tail}"
 
 
 def _refuse_unbuilt(given: Mapping[str, Any]) -> None:
