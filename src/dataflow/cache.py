@@ -22,6 +22,35 @@ arguments, as JSON, and the tenant). ``app.cache.invalidate("users:*")`` drops e
 
 When Redis is unreachable nothing fails: reads run uncached, one warning is logged per outage,
 writes remember which tables they changed and replace those tokens as soon as Redis answers again.
+
+Redis Cluster
+-------------
+``redis+cluster://host:port`` (several nodes: ``redis+cluster://h1:7000,h2:7000``), or a
+``redis://`` URL with the ``redis_cluster`` setting, uses redis-py's ``RedisCluster``
+(:class:`ClusterStore`). A multi-key command or Lua script must touch one hash slot only, so keys
+carry a hash tag: ``{<prefix><table>}`` at the end of a table's version key and of every read
+entry of that table, ``{<prefix>fn:<module.qualname>}`` at the end of a cached function's entries.
+
+The trade-off: tables are the unit of distribution. A cached read (one table) lives in its
+table's slot, so its look-up is one MGET and its store the same atomic Lua check-and-write as on a
+single server; different tables, and different applications (prefixes), spread over the primaries.
+A cached function depends on several tables that may live on several nodes, so its store cannot be
+one atomic step: it checks the versions, writes, checks again and deletes the entry if a version
+moved in between. Exactness never rested on that step alone: a look-up serves an entry only while
+the versions it recorded are the current ones, so the worst a race leaves is a dead entry, never a
+stale answer. A single hot table stays on one node; the other design, one tag for the whole cache,
+would put *everything* on one node. To choose it anyway, give the prefix a tag of its own
+(``cache_prefix="{shop}:"``): Redis hashes the first ``{...}`` of a key, so every key of that
+cache then shares one slot and every store is atomic. Either way the code computes slots rather
+than assuming them: keys in one slot use the single-command paths, others the per-slot ones.
+
+Pattern invalidation, ``clear()`` and ``stats()`` scan every primary node (the pattern is matched
+against the key without its tag). Availability is checked on every primary (``cluster_state:ok``):
+one node down means the whole cache runs uncached, with one warning, until every node answers. A
+write made while the cache is down still replaces the tokens that live on nodes that answer (other
+processes may be reading from those nodes); the rest wait, as with a single server. Replication is
+asynchronous in Redis: a primary lost before it passed a fresh token to the replica that replaces
+it can bring an older token back; entries stored under it in that window could be served again.
 """
 
 from __future__ import annotations
@@ -40,6 +69,7 @@ from contextvars import ContextVar
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 from .errors import SettingError, ValidationError
 from .operations.context import current
@@ -153,7 +183,11 @@ def _unpack(raw: bytes) -> tuple[dict[str, str], bytes]:
 
 # ---------------------------------------------------------------------- stores
 class StoreDown(Exception):
-    """The store cannot be reached right now."""
+    """The store cannot be reached right now (``failed``: the tables a ``bump`` could not replace)."""
+
+    def __init__(self, what: str, failed: set[str] | None = None) -> None:
+        super().__init__(what)
+        self.failed = failed
 
 
 class LocalStore:
@@ -164,6 +198,8 @@ class LocalStore:
     """
 
     kind = "memory"
+    #: Can part of the store be down while the rest answers (a cluster)?
+    partial = False
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -171,6 +207,16 @@ class LocalStore:
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._bytes = 0
+
+    def place(self, key: str, group: str) -> str:
+        """The stored key of an entry named ``key`` that belongs with ``group`` (a table, a function)."""
+        return key
+
+    def ping(self) -> None:
+        """Raise ``StoreDown`` unless the store answers."""
+
+    def close(self) -> None:
+        pass
 
     def versions(self, tables: Iterable[str]) -> dict[str, str]:
         with self._lock:
@@ -203,7 +249,7 @@ class LocalStore:
         if old is not None:
             self._bytes -= old[2]
 
-    def bump(self, tables: Iterable[str]) -> None:
+    def bump(self, tables: Iterable[str], avoid: float = 0.0) -> None:
         with self._lock:
             for t in tables:
                 self._versions[t] = uuid.uuid4().hex
@@ -239,15 +285,14 @@ class RedisStore:
     """Redis (redis-py): entries with a TTL, version tokens under ``<prefix>v:<table>``."""
 
     kind = "redis"
+    partial = False
 
     def __init__(self, url: str, prefix: str) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise SettingError("redis_url needs redis-py: pip install 'dataflow-workflows[cache]'") from None
+        redis = _redis_py()
         self.prefix = prefix
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError, OSError)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+            redis.exceptions.ReadOnlyError, OSError)
         try:
             self.client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0,
                                                health_check_interval=30)
@@ -258,12 +303,21 @@ class RedisStore:
     def _v(self, table: str) -> str:
         return f"{self.prefix}v:{table}"
 
+    def place(self, key: str, group: str) -> str:
+        return key
+
     @contextmanager
     def _guard(self) -> Iterator[None]:
         try:
             yield
         except self._errors as exc:
             raise StoreDown(type(exc).__name__) from None
+
+    def ping(self) -> None:
+        self.versions(["__dataflow_ping__"])
+
+    def close(self) -> None:
+        self.client.close()
 
     def _fill(self, tables: list[str], found: list) -> dict[str, str]:
         """Current tokens; a table without one gets one (first use, or Redis lost it)."""
@@ -295,18 +349,21 @@ class RedisStore:
                                      args=[max(1, int(ttl * 1000)), _pack(expected, payload),
                                            *(expected[t] for t in tables)]))
 
-    def bump(self, tables: Iterable[str]) -> None:
+    def bump(self, tables: Iterable[str], avoid: float = 0.0) -> None:
         with self._guard():
             pipe = self.client.pipeline(transaction=False)
             for t in tables:
                 pipe.set(self._v(t), uuid.uuid4().hex)
             pipe.execute()
 
+    def _scan(self, pattern: str) -> Iterator[bytes]:
+        return self.client.scan_iter(match=pattern, count=500)
+
     def delete(self, pattern: str) -> int:
         n = 0
         with self._guard():
             batch = []
-            for key in self.client.scan_iter(match=pattern, count=500):
+            for key in self._scan(pattern):
                 batch.append(key)
                 if len(batch) >= 500:
                     n += self.client.unlink(*batch)
@@ -317,7 +374,7 @@ class RedisStore:
 
     def usage(self, pattern: str) -> tuple[int, int]:
         with self._guard():
-            keys = list(self.client.scan_iter(match=pattern, count=500))
+            keys = list(self._scan(pattern))
             if not keys:
                 return 0, 0
             pipe = self.client.pipeline(transaction=False)
@@ -325,6 +382,241 @@ class RedisStore:
                 pipe.strlen(k)
             sizes = pipe.execute()
             return sum(1 for s in sizes if s), sum(sizes)
+
+
+def _redis_py() -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise SettingError("redis_url needs redis-py: pip install 'dataflow-workflows[cache]'") from None
+    return redis
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[user:pass@]h1:p1[,h2:p2...][/0][?options]`` -> (a ``redis://`` URL of the
+    first node, the other nodes). A plain ``redis://`` or ``rediss://`` URL names one node.
+
+    Only the address is read here; nothing connects. Errors never quote the URL (it may hold a password).
+    """
+    scheme, sep, rest = url.partition("://")
+    base = {"redis+cluster": "redis", "rediss+cluster": "rediss", "redis": "redis", "rediss": "rediss"}.get(
+        scheme.lower()) if sep else None
+    if base is None:
+        raise SettingError("a Redis Cluster URL is redis+cluster://host:port (several nodes: "
+                           "redis+cluster://host1:port,host2:port; TLS: rediss+cluster://)")
+    userinfo, at, after = rest.rpartition("@")  # the last '@': a password may hold an unencoded '@' or '/'
+    end = min((i for i in (after.find("/"), after.find("?"), after.find("#")) if i >= 0), default=len(after))
+    hosts, tail = after[:end], after[end:]
+    names = hosts.split(",")
+    others = []
+    for name in names[1:]:
+        try:
+            parts = urlsplit(f"//{name}")
+            host, port = parts.hostname, parts.port or 6379
+        except ValueError:
+            host = None
+        if not host:
+            raise SettingError("a Redis Cluster URL lists nodes as host:port separated by commas")
+        others.append((host, port))
+    first = f"{base}://{userinfo}{at}{names[0]}{tail}"
+    from redis.connection import parse_url
+
+    try:
+        options = parse_url(first)
+    except ValueError:
+        raise SettingError("redis_url is not a Redis URL; expected redis+cluster://host:port") from None
+    if not options.get("host"):
+        raise SettingError("a Redis Cluster URL needs a host:port of one of its nodes")
+    if options.get("db", 0) != 0:
+        raise SettingError("Redis Cluster has only database 0: drop the database number from redis_url")
+    return first, others
+
+
+#: How many times redis-py retries a command after a connection error (it first reloads the slot map).
+CLUSTER_RETRIES = 1
+
+
+class ClusterStore(RedisStore):
+    """Redis Cluster (``redis.cluster.RedisCluster``): keys carry a hash tag (see the module docstring).
+
+    The client is made on first use (``RedisCluster`` asks a node for the slot map when it is made,
+    and a ``DataFlow`` connects nothing until its first operation); a cluster that cannot be reached
+    then is an outage like any other.
+    """
+
+    kind = "redis-cluster"
+    partial = True
+
+    def __init__(self, url: str, prefix: str) -> None:  # not super().__init__: the client is made lazily
+        redis = _redis_py()
+        from redis.cluster import key_slot
+
+        self.prefix = prefix
+        self._url, self._others = cluster_nodes(url)
+        self._key_slot = key_slot
+        e = redis.exceptions
+        self._errors = (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ReadOnlyError, e.ClusterError,
+                        e.ClusterDownError, e.TryAgainError, e.RedisClusterException, OSError)
+        self._client: Any = None
+        self._script: Any = None
+        self._made = threading.Lock()
+        #: node name -> monotonic time its last command failed (bumps skip it for a while when asked).
+        self._failed_at: dict[str, float] = {}
+        self._slots: dict[str, int] = {}
+
+    @property
+    def client(self) -> Any:  # type: ignore[override]
+        client = self._client
+        if client is None:
+            with self._made:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    def _connect(self) -> Any:
+        import redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        kw: dict[str, Any] = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "health_check_interval": 30}
+        if int(redis.__version__.split(".")[0]) >= 6:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            kw["retry"] = Retry(NoBackoff(), CLUSTER_RETRIES)
+        else:  # pragma: no cover - redis-py 5
+            kw["cluster_error_retry_attempts"] = CLUSTER_RETRIES
+        client = RedisCluster(url=self._url, startup_nodes=[ClusterNode(h, p) for h, p in self._others], **kw)
+        self._script = client.register_script(_PUT_IF)
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # ------------------------------------------------------------ keys and slots
+    def _tag(self, group: str) -> str:
+        return "{" + (self.prefix + group).replace("{", "").replace("}", "") + "}"
+
+    def _v(self, table: str) -> str:
+        return f"{self.prefix}v:{table}{self._tag(table)}"
+
+    def place(self, key: str, group: str) -> str:
+        return key + self._tag(group)
+
+    def _slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._key_slot(key.encode())
+            if len(self._slots) < 10_000:  # version keys and the like: memoised; entries are not repeated much
+                self._slots[key] = slot
+        return slot
+
+    def _one_slot(self, keys: list[str]) -> bool:
+        first = self._slot(keys[0])
+        return all(self._slot(k) == first for k in keys[1:])
+
+    def _mget(self, keys: list[str]) -> list:
+        if self._one_slot(keys):
+            return self.client.mget(keys)
+        return self.client.mget_nonatomic(keys)
+
+    # ------------------------------------------------------------ the store's operations
+    def ping(self) -> None:
+        """Every primary answers and sees the cluster as ok (a restarted primary refuses keys for a while)."""
+        with self._guard():
+            client = self.client
+            for node in client.get_primaries():
+                state = client.cluster_info(target_nodes=node).get("cluster_state")
+                if state != "ok":
+                    raise StoreDown(f"cluster_state {state}")
+
+    def versions(self, tables: Iterable[str]) -> dict[str, str]:
+        tables = list(tables)
+        if not tables:
+            return {}
+        with self._guard():
+            return self._fill(tables, self._mget([self._v(t) for t in tables]))
+
+    def get(self, key: str, tables: Iterable[str] = ()) -> tuple[bytes | None, dict[str, str]]:
+        tables = list(tables)
+        with self._guard():
+            found = self._mget([key, *(self._v(t) for t in tables)])
+            return found[0], self._fill(tables, found[1:])
+
+    def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
+        tables = list(expected)
+        vkeys = [self._v(t) for t in tables]
+        packed = _pack(expected, payload)
+        ms = max(1, int(ttl * 1000))
+        with self._guard():
+            client = self.client
+            if self._one_slot([key, *vkeys]):  # one slot: the atomic check-and-write
+                return bool(self._script(keys=[key, *vkeys], args=[ms, packed, *(expected[t] for t in tables)],
+                                         client=client))
+
+            def current() -> bool:
+                found = client.mget_nonatomic(vkeys)
+                return all((v.decode() if isinstance(v, bytes) else v) == expected[t] for t, v in zip(tables, found))
+
+            # Several slots: check, write, check again; a version that moved meanwhile takes the entry back.
+            if not current():
+                return False
+            client.set(key, packed, px=ms)
+            if current():
+                return True
+            client.delete(key)
+            return False
+
+    def bump(self, tables: Iterable[str], avoid: float = 0.0) -> None:
+        """Replace each table's token on its own node; raise ``StoreDown(failed=...)`` naming those not replaced.
+
+        ``avoid``: skip (count as failed) tables whose node failed less than that many seconds ago, so that
+        writes during an outage do not each wait for a node that is known to be down.
+        """
+        failed: set[str] = set()
+        what = ""
+        try:
+            client = self.client
+        except self._errors as exc:
+            raise StoreDown(type(exc).__name__, set(tables)) from None
+        now = time.monotonic()
+        for t in tables:
+            key = self._v(t)
+            try:
+                node = client.get_node_from_key(key).name
+            except self._errors as exc:
+                failed.add(t)
+                what = type(exc).__name__
+                continue
+            if avoid and now - self._failed_at.get(node, -avoid) < avoid:
+                failed.add(t)
+                what = what or "node down"
+                continue
+            try:
+                client.set(key, uuid.uuid4().hex)
+            except self._errors as exc:
+                self._failed_at[node] = time.monotonic()
+                failed.add(t)
+                what = type(exc).__name__
+        if failed:
+            raise StoreDown(what, failed)
+
+    def _scan(self, pattern: str) -> Iterator[bytes]:
+        """Every primary's keys matching ``pattern`` (a pattern for the key without its tag)."""
+        client = self.client
+        for node in client.get_primaries():
+            yield from client.scan_iter(match=pattern + "{*}", count=500, target_nodes=node)
+
+
+def make_store(cfg: Any) -> LocalStore | RedisStore:
+    """The store ``cfg`` asks for: a cluster (``redis+cluster://`` or ``redis_cluster``), Redis, or memory."""
+    url = cfg.redis_url or None
+    if not url:
+        return LocalStore(cfg.cache_size)
+    if getattr(cfg, "redis_cluster", False) or url.lower().split("://", 1)[0] in ("redis+cluster", "rediss+cluster"):
+        return ClusterStore(url, cfg.cache_prefix)
+    return RedisStore(url, cfg.cache_prefix)
 
 
 # ---------------------------------------------------------------------- the cache
@@ -345,12 +637,14 @@ class Cache:
         self.db = db
         self.prefix = cfg.cache_prefix
         self.default_ttl = float(cfg.cache_ttl or 0)
-        url = cfg.redis_url or None
-        self.store: LocalStore | RedisStore = RedisStore(url, self.prefix) if url else LocalStore(cfg.cache_size)
+        self.store: LocalStore | RedisStore = make_store(cfg)
         self.retry_after = RETRY_AFTER_S
         self._down_until = 0.0
         self._warned = False
-        self._pending: set[str] = set()          # tables written while the store was down
+        #: Tables written while the store was down -> the number of their latest such write (a bump
+        #: replayed on recovery clears only what it covered).
+        self._pending: dict[str, int] = {}
+        self._seq = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -364,14 +658,12 @@ class Cache:
         if time.monotonic() < self._down_until:
             return False
         with self._lock:
-            pending = set(self._pending)
+            pending = dict(self._pending)
         try:
+            self.store.ping()
             if pending:
                 self.store.bump(pending)
-                with self._lock:
-                    self._pending -= pending
-            else:
-                self.store.versions(["__dataflow_ping__"])
+                self._settled(pending)
         except StoreDown:
             self._down_until = time.monotonic() + self.retry_after
             return False
@@ -400,8 +692,13 @@ class Cache:
         if prom is not None:
             prom.cache_result("hit" if hit else "miss")
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}e:{name}"
+    def key(self, name: str, group: str) -> str:
+        """The store key of entry ``name`` (``<table>:<action>:<hash>``, ``fn:<name>:<hash>``) of ``group``
+        (its table, its function): a cluster keeps a group's entries in one hash slot."""
+        return self.store.place(f"{self.prefix}e:{name}", group)
+
+    def _pattern(self, pattern: str) -> str:
+        return f"{self.prefix}e:{pattern}"
 
     def versions(self, tables: Iterable[str]) -> dict[str, str] | None:
         """Current tokens of ``tables`` (None when the store is down)."""
@@ -452,15 +749,40 @@ class Cache:
         """Make every entry computed from ``tables`` stale (writes call this when they commit)."""
         tables = set(tables)
         if not self._available():
+            if not self.store.partial:
+                self._postpone(tables)
+                return
+            # A cluster with a node down: the nodes that answer get the new tokens now, since other
+            # processes may still be serving entries from them; tables on the missing node wait.
             with self._lock:
-                self._pending |= tables
+                earlier = dict(self._pending)
+            try:
+                self.store.bump(tables | set(earlier), avoid=self.retry_after)
+                done = set(tables)
+            except StoreDown as exc:
+                done = tables - (exc.failed if exc.failed is not None else tables)
+                earlier = {t: n for t, n in earlier.items() if exc.failed is not None and t not in exc.failed}
+            self._settled(earlier)
+            self._postpone(tables - done)
             return
         try:
             self.store.bump(tables)
         except StoreDown as exc:
-            with self._lock:
-                self._pending |= tables
+            self._postpone(exc.failed if exc.failed is not None else tables)
             self._failed(str(exc))
+
+    def _postpone(self, tables: Iterable[str]) -> None:
+        with self._lock:
+            for t in tables:
+                self._seq += 1
+                self._pending[t] = self._seq
+
+    def _settled(self, bumped: Mapping[str, int]) -> None:
+        """Forget pending tables whose token was replaced after their latest recorded write."""
+        with self._lock:
+            for t, n in bumped.items():
+                if self._pending.get(t) == n:
+                    del self._pending[t]
 
     # ------------------------------------------------------------ reads asking for caching
     def ttl_for(self, call: Any) -> float | None:
@@ -518,7 +840,7 @@ class Cache:
         except TypeError as exc:
             raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind "
                                   f"{exc.args[0]} ({name[3:]})") from None
-        return self.key(f"{name}:{h}")
+        return self.key(f"{name}:{h}", name)
 
     def _run(self, fn: Callable, name: str, ttl: float, declared: list[str], args: tuple, kwargs: dict,
              *, refresh: bool) -> Any:
@@ -568,7 +890,7 @@ class Cache:
         if not self._available():
             return 0
         try:
-            return self.store.delete(self.key(pattern))
+            return self.store.delete(self._pattern(pattern))
         except StoreDown as exc:
             self._failed(str(exc))
             return 0
@@ -595,7 +917,7 @@ class Cache:
         entries = size = 0
         if self._available():
             try:
-                entries, size = self.store.usage(self.key("*"))
+                entries, size = self.store.usage(self._pattern("*"))
             except StoreDown as exc:
                 self._failed(str(exc))
         looked = self.hits + self.misses
@@ -605,12 +927,10 @@ class Cache:
 
     def close(self) -> None:
         """Release the store's connections (``db.close()`` calls this)."""
-        client = getattr(self.store, "client", None)
-        if client is not None:
-            try:
-                client.close()
-            except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
-                log.debug("closing the Redis client failed: %s", type(exc).__name__)
+        try:
+            self.store.close()
+        except Exception as exc:  # noqa: BLE001 - closing must not fail a shutdown
+            log.debug("closing the Redis client failed: %s", type(exc).__name__)
 
     def __repr__(self) -> str:
         return f"<Cache {self.store.kind} prefix={self.prefix!r}>"
@@ -667,7 +987,8 @@ class _Memo:
     def _key(self, call: Any, p: Any, params: Mapping[str, Any]) -> str:
         ctx = call.ctx
         h = digest(p.sql, sorted(params.items()), ctx.tenant, ctx.tenant_bypass)
-        return self.cache.key(f"{call.binding.table.name}:{call.action}:{h}")
+        table = call.binding.table.name
+        return self.cache.key(f"{table}:{call.action}:{h}", table)
 
     def lookup(self, call: Any, p: Any, params: Mapping[str, Any]) -> tuple[Any, Any]:
         try:
@@ -690,4 +1011,4 @@ class _Memo:
         self.cache.put(key, records, payload, call.state["cache_ttl"], versions)
 
 
-__all__ = ["Cache", "LocalStore", "RedisStore", "encode", "decode", "MISS", "track"]
+__all__ = ["Cache", "LocalStore", "RedisStore", "ClusterStore", "encode", "decode", "MISS", "track"]

@@ -63,6 +63,9 @@ class DataFlowConfig:
     #: FORCE ROW LEVEL SECURITY, the tenant set with set_config(..., true) in every transaction).
     tenant_rls: bool = True
     redis_url: str | None = None
+    #: ``redis_url`` names a node of a Redis Cluster (same as a ``redis+cluster://`` URL): the cache
+    #: uses redis-py's ``RedisCluster`` and hash-tagged keys (see ``dataflow.cache``).
+    redis_cluster: bool = False
     log_level: str | None = None
     enable_metrics: bool = False
     #: Record every write in the ``dataflow_audit`` table, in the write's transaction (same as
@@ -95,9 +98,10 @@ class DataFlowConfig:
         from .engine import safe_url
 
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        for name in ("database_url", "redis_url"):
-            if shown[name]:
-                shown[name] = safe_url(shown[name])
+        if shown["database_url"]:
+            shown["database_url"] = safe_url(shown["database_url"])
+        if shown["redis_url"]:
+            shown["redis_url"] = safe_redis_url(shown["redis_url"])
         return f"DataFlowConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @classmethod
@@ -146,6 +150,11 @@ class DataFlowConfig:
             raise SettingError("cache_size must be a positive integer")
         if not isinstance(self.cache_prefix, str):
             raise SettingError("cache_prefix must be a string")
+        if not isinstance(self.redis_cluster, bool):
+            raise SettingError("redis_cluster must be True or False")
+        if self.redis_cluster and not self.redis_url:
+            raise SettingError("redis_cluster needs redis_url, the address of a cluster node "
+                               "(redis+cluster://host:port says both at once)")
         if not isinstance(self.tenant_field, str) or not self.tenant_field.isidentifier():
             raise SettingError("tenant_field must be a field name such as 'tenant_id'")
         if not isinstance(self.tenant_header, str) or not self.tenant_header.strip():
@@ -180,6 +189,18 @@ class DataFlowConfig:
                 continue
             out[f.name] = value
         return out
+
+
+def safe_redis_url(url: str) -> str:
+    """A Redis URL fit for logs: the password masked (also in ``redis+cluster://h1:7000,h2:7000`` URLs,
+    which are not single-host URLs)."""
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")  # the last '@': a password may hold an unencoded '@' or '/'
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{tail}"
 
 
 def _refuse_unbuilt(given: Mapping[str, Any]) -> None:
