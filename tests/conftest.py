@@ -145,7 +145,8 @@ def kill_other_sessions():
         try:
             with admin.connect() as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    # The timeout makes it wait until each session is gone (PostgreSQL 14+), as after a restart.
+                    conn.exec_driver_sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
                 else:
                     ids = [r[0] for r in conn.exec_driver_sql(

@@ -79,15 +79,19 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
                     expanding=bool(compiled.post_compile_params), read_only=isinstance(stmt, sa.Select))
 
 
-def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tuple[list, Any]:
+def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], conn: Any = None) -> tuple[list, Any]:
     """Execute in its own transaction on a pooled driver connection; return (rows, cursor description).
+
+    ``conn`` is a connection the caller checked out (``engine.raw_connection()``) and hands over:
+    it is returned to the pool here. Without it, one is checked out.
 
     Driver errors propagate as they are (the executor translates them). An error that shows the
     connection to be dead invalidates the whole pool, as SQLAlchemy does on its own path: the
     other pooled connections to the same server died with it, and each would fail one operation.
     """
     facts = db.facts
-    conn = db.engine.raw_connection()
+    if conn is None:
+        conn = db.engine.raw_connection()
     cursor = None
     driver: Any = conn.driver_connection
     autocommit = prepared.read_only and facts.autocommit_reads
