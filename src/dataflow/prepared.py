@@ -123,7 +123,7 @@ def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], conn:
                 cursor.close()
             except Exception:
                 pass
-        if autocommit and facts.toggle_autocommit:
+        if autocommit and facts.toggle_autocommit and conn.dbapi_connection is not None:  # not invalidated above
             try:
                 driver.autocommit = False
             except Exception as exc:  # a broken connection: let the pool replace it

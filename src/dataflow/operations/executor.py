@@ -24,7 +24,7 @@ from ..errors import DatabaseUnavailableError, DataFlowError, PoolTimeoutError, 
 from ..prepared import Prepared, prepare, run_raw
 from ..query import compile_filter
 from .call import MISSING, Call
-from .context import current
+from .context import current, tx_state
 from .policy import HOOKS, Policy, overrides
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Executor:
     def call(self, action: str, binding: Binding, **kw: Any) -> Call:
         """A ``Call`` in the current context (an open ``db.transaction()`` of another instance is not ours)."""
         ctx = current()
-        if ctx.transaction is not None and ctx.transaction.info.get("dataflow_owner", self.db) is not self.db:
+        if ctx.transaction is not None and tx_state(ctx.transaction).get("owner", self.db) is not self.db:
             ctx = replace(ctx, transaction=None)
         return Call(action, binding, ctx, **kw)
 
@@ -135,7 +135,7 @@ class Executor:
             # (cache invalidation, events) run when the outermost block commits, never before.
             for hook in self._now:
                 hook(call, result, elapsed)
-            pending = tx.info.get("dataflow_pending")
+            pending = tx_state(tx).get("pending")
             later = [h for h in self._hooks["after_commit"] if h not in self._now]
             if pending is not None:
                 pending[-1].extend((hook, call, result, elapsed) for hook in later)
@@ -281,11 +281,11 @@ class Executor:
                 return records
         self.ready(call)
         try:
-            conn = self.db.engine.raw_connection()
+            raw = self.db.engine.raw_connection()
         except self.db.catchable as exc:
             raise self.unsent(exc, call) from None
         try:
-            rows, description = run_raw(self.db, p, params, conn)
+            rows, description = run_raw(self.db, p, params, raw)
             return p.records(rows, description)
         except DataFlowError:
             raise
