@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--backend sqlite|postgresql|mysql|all] [--rows 100000]
                              [--creates 1000] [--reads 1000] [--repeat 3] [--lists 200]
-                             [--aggregates 20] [--workflows 30] [--hits 1000] [--hitrate-ops 1000]
+                             [--aggregates 20] [--workflows 20] [--hits 500] [--hitrate-ops 1000]
                              [--cases create,read,bulk,list,workflow10,cache,query,aggregate,hitrate]
 
 Each backend runs in a fresh process of its own. The script measures, it does not assert:

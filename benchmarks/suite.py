@@ -48,8 +48,8 @@ class Options:
     repeat: int = 3
     lists: int = 200
     reads: int = 1_000
-    workflows: int = 30
-    hits: int = 1_000
+    workflows: int = 20
+    hits: int = 500
     cases: tuple[str, ...] = field(default=CASES)
 
 
