@@ -35,17 +35,23 @@ class RawDriver:
     truncate_sql = f"TRUNCATE TABLE {TABLE}"
     analyze_sql = f"ANALYZE TABLE {TABLE}"
 
-    def __init__(self, conn, *, returning: bool = True) -> None:
+    def __init__(self, conn, *, returning: bool = True, update_returning: bool = False) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         # RETURNING where DataFlow uses it (SQLite, PostgreSQL, MariaDB); else INSERT, then SELECT.
         self.returning = returning
+        self.update_returning = update_returning  # UPDATE ... RETURNING (not MariaDB): else UPDATE, then SELECT
         for stmt in ON_CONNECT[self.backend]:
             self.cur.execute(stmt)
         self.conn.commit()
         marks = ", ".join([self.mark] * len(INSERTED))
         self.insert_sql = f"INSERT INTO {TABLE} ({', '.join(INSERTED)}) VALUES ({marks})"
         self.select_sql = f"SELECT {', '.join(ALL)} FROM {TABLE} WHERE id = {self.mark}"
+        m = self.mark
+        self.update_sql = f"UPDATE {TABLE} SET age = {m}, updated_at = {m} WHERE id = {m}"
+        self.delete_sql = f"DELETE FROM {TABLE} WHERE id = {m}"
+        self.count_sql = f"SELECT count(*) FROM {TABLE} WHERE age = {m}"
+        self.list_sql = f"SELECT {', '.join(ALL)} FROM {TABLE} WHERE age = {m} ORDER BY id LIMIT {m}"
 
     @staticmethod
     def stamp() -> object:
@@ -70,6 +76,25 @@ class RawDriver:
                 cur.execute(self.select_sql, (cur.lastrowid,))
             cur.fetchone()
             commit()
+
+    # One statement per step of the 10-node workflow, each committed (workflow10).
+    def update_age(self, id: int, age: int) -> tuple:
+        """Set one record's age; the stored row read back."""
+        cur = self.cur
+        if self.update_returning:
+            cur.execute(f"{self.update_sql} RETURNING {', '.join(ALL)}", (age, self.stamp(), id))
+        else:
+            cur.execute(self.update_sql, (age, self.stamp(), id))
+            cur.execute(self.select_sql, (id,))
+        row = cur.fetchone()
+        self.conn.commit()
+        return row
+
+    def delete(self, id: int) -> int:
+        self.cur.execute(self.delete_sql, (id,))
+        n = self.cur.rowcount
+        self.conn.commit()
+        return n
 
     def bulk_create(self, rows: list[dict]) -> None:
         """All records in one transaction: one ``executemany``."""
@@ -137,15 +162,15 @@ class RawMySQL(RawDriver):
         return datetime.now(UTC).replace(tzinfo=None)  # DATETIME(6) holds naive UTC
 
 
-def connect(url: sa.URL, *, returning: bool) -> RawDriver:
+def connect(url: sa.URL, *, returning: bool, update_returning: bool = False) -> RawDriver:
     """A raw driver connection to the database DataFlow uses (``db.url``)."""
     name = url.get_backend_name()
     if name == "sqlite":
-        return RawSQLite(sqlite3.connect(url.database), returning=returning)
+        return RawSQLite(sqlite3.connect(url.database), returning=returning, update_returning=update_returning)
     if name == "postgresql":
         conn = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
                                password=url.password or None, dbname=url.database)
-        return RawPostgres(conn, returning=returning)
+        return RawPostgres(conn, returning=returning, update_returning=update_returning)
     conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, password=url.password or "",
                            database=url.database, charset="utf8mb4")
-    return RawMySQL(conn, returning=returning)
+    return RawMySQL(conn, returning=returning, update_returning=update_returning)

@@ -14,6 +14,13 @@ whose ratio column shows node / (raw + it); and the generated node class with ``
 raw driver once every SDK cost is on both sides. (The plain twins pay the SDK's default input and
 output validation, which DataFlow's nodes replace with cheaper checks of their own.)
 
+``workflow10``: ten DataFlow nodes in one workflow against the same ten statements on the raw
+driver (the operations layer: at most 1.30x its time; the node path: at most 1.25x of raw + ten
+no-op nodes). ``cache``: a List of 100 rows; each path's time against the raw SELECT's, with the
+issue's targets: a hit from the in-process cache at most 200 µs through the direct API, a hit from
+Redis at most one round trip (counted) plus decoding (the ``floor`` row: one GET and the decoding,
+no DataFlow). ``hitrate``: the hit rate of a read-mostly workload, above 0.90 with no stale read.
+
 The query cases (queries.py) compare DataFlow's queries with the hand-written SQL of the seed's
 Migration Guide: at most 1.20x its time. Their ``sql`` row, for information, is the raw driver
 running DataFlow's own SQL: its ratio is the share of DataFlow's SQL, the rest is DataFlow's Python.
@@ -50,7 +57,14 @@ TARGETS = {
     ("query", "ops"): Target("hand-written SQL", 1.20, False),
     ("query", "list"): Target("hand-written SQL", 1.20, False),
     ("aggregate", "ops"): Target("hand-written SQL", 1.20, False),
+    ("workflow10", "ops"): Target("raw time", 1.30, False),
+    ("workflow10", "node"): Target("raw + no-op time", 1.25, False),
 }
+
+#: The cache's targets are not ratios: µs per hit in-process, round trips per hit with Redis.
+MEMORY_HIT_US = 200.0
+REDIS_ROUND_TRIPS = 1.0
+HIT_RATE = 0.90
 
 HEADER = ("backend", "case", "path", "seconds", "rate", "ratio", "vs", "target", "result")
 
@@ -59,8 +73,8 @@ def ratio(case: str, path: str, times: dict[str, float]) -> float | None:
     """The path's ratio to its baseline, in its target's terms; None for a baseline path."""
     if (case, path) not in TARGETS:
         return None
-    if path == "node":
-        return times["node"] / (times["raw"] + times["echo"])
+    if path == "node":  # on the same-output twin where the case has one (workflow10: the plain no-op nodes)
+        return times["node"] / (times["raw"] + times.get("echo", times.get("noop", 0.0)))
     if case == "bulk":
         return times["raw"] / times["ops"]  # rows/s over rows/s: the same rows, so inverse times
     return times[path] / times["raw"]
@@ -75,12 +89,18 @@ def rows_of(timings: list[dict]) -> list[tuple[str, ...]]:
     for t in timings:
         unit = "rows/s" if t["case"] == "bulk" else "ops/s"
         rate = f"{t['units'] / t['seconds']:,.0f} {unit}"
+        if t["case"] == "cache":
+            rate = f"{t['seconds'] / t['units'] * 1e6:,.1f} µs/call"
+        elif t["case"] == "workflow10":
+            rate = f"{t['seconds'] / t['units'] * 1e3:,.2f} ms/run"
         run = times[(t["backend"], t["case"], t["label"])]
         r = ratio(t["case"], t["path"], run)
         target = TARGETS.get((t["case"], t["path"]))
-        if t["path"] == "echo":
+        if t["case"] in ("cache", "hitrate"):
+            cells = _cache_cells(t, run)
+        elif t["path"] == "echo":
             cells = ("", "node target baseline", "", "")
-        elif t["path"] in ("noop", "shell") and "node" in run:
+        elif t["path"] in ("noop", "shell") and "node" in run and "echo" in run:
             cells = (f"{run['node'] / (run['raw'] + run[t['path']]):.2f}", "node / (raw + this)", "", "info")
         elif t["path"] == "sql":
             cells = (f"{run['sql'] / run['raw']:.2f}", "hand-written SQL", "", "info")
@@ -90,6 +110,31 @@ def rows_of(timings: list[dict]) -> list[tuple[str, ...]]:
             cells = (f"{r:.2f}", target.baseline, target.describe(), "PASS" if target.met(r) else "MISS")
         out.append((t["backend"], t["label"], t["how"], f"{t['seconds']:.4f}", rate, *cells))
     return out
+
+
+def _cache_cells(t: dict, run: dict[str, float]) -> tuple[str, str, str, str]:
+    """(ratio, vs, target, result) for the cache and hit-rate rows."""
+    path, extra = t["path"], t.get("extra") or {}
+    if t["case"] == "hitrate":
+        rate, stale = extra.get("hit_rate", 0.0), extra.get("stale", 0)
+        if path != "same":  # writes elsewhere: the ceiling of this workload, for information
+            return f"{rate:.2f}", "hit rate", "", "info"
+        ok = rate > HIT_RATE and stale == 0
+        return f"{rate:.2f}", "hit rate", f">{HIT_RATE:.2f}, 0 stale", "PASS" if ok else "MISS"
+    if path == "raw":
+        return "", "baseline", "", ""
+    if path == "floor":
+        return f"{run['redis'] / run['floor']:.2f}", "Redis hit / this", "", "info"
+    r = f"{run[path] / run['raw']:.2f}"
+    if path == "memory":
+        us = t["seconds"] / t["units"] * 1e6
+        return r, "raw time", f"<={MEMORY_HIT_US:.0f} µs", "PASS" if us <= MEMORY_HIT_US else "MISS"
+    if path == "redis":
+        trips = extra.get("round_trips")
+        if trips is None:
+            return r, "raw time", "", "info"
+        return r, "raw time", f"<={REDIS_ROUND_TRIPS:.0f} round trip", "PASS" if trips <= REDIS_ROUND_TRIPS else "MISS"
+    return r, "raw time", "", "info"
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

@@ -1,8 +1,9 @@
-"""Time DataFlow's operations layer and its nodes against the raw drivers; print each ratio.
+"""Time DataFlow's operations layer, its nodes and its cache against the raw drivers; print each ratio.
 
     python benchmarks/run.py [--backend sqlite|postgresql|mysql|all] [--rows 100000]
-                             [--creates 1000] [--reads 2000] [--repeat 3] [--lists 200]
-                             [--aggregates 20] [--cases create,read,bulk,list,query,aggregate]
+                             [--creates 1000] [--reads 1000] [--repeat 3] [--lists 200]
+                             [--aggregates 20] [--workflows 20] [--hits 500] [--hitrate-ops 1000]
+                             [--cases create,read,bulk,list,workflow10,cache,query,aggregate,hitrate]
 
 Each backend runs in a fresh process of its own. The script measures, it does not assert:
 it exits 0 whether targets are met or not (and when a server is not reachable, that
@@ -18,13 +19,14 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
+import hitrate
 import queries
 import report
 import suite
 from suite import Options
 from workload import BACKENDS, DEFAULT_BACKENDS
 
-CASES = (*suite.CASES, *queries.CASES)
+CASES = (*suite.CASES, *queries.CASES, *hitrate.CASES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lists", type=int, default=Options.lists, help="List calls per repeat (the list and query cases)")
     p.add_argument("--aggregates", type=int, default=queries.QueryOptions.aggregates,
                    help="aggregations per repeat (the aggregate case)")
+    p.add_argument("--workflows", type=int, default=Options.workflows,
+                   help="runs of the 10-node workflow per repeat and path (the workflow10 case)")
+    p.add_argument("--hits", type=int, default=Options.hits, help="List calls per repeat and path (the cache case)")
+    p.add_argument("--hitrate-ops", type=int, default=hitrate.HitOptions.ops,
+                   help="operations per process (the hitrate case)")
+    p.add_argument("--hitrate-procs", type=int, default=hitrate.HitOptions.procs,
+                   help="processes sharing Redis (the hitrate case)")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
     args = p.parse_args(argv)
     args.cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
@@ -53,28 +62,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [b for b in args.backends if b not in BACKENDS]
         if unknown:
             p.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)} or all")
-    for name in ("rows", "creates", "reads", "repeat", "lists", "aggregates"):
+    for name in ("rows", "creates", "reads", "repeat", "lists", "aggregates", "workflows", "hits", "hitrate_ops",
+                 "hitrate_procs"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = Options(rows=args.rows, creates=args.creates, repeat=args.repeat, lists=args.lists, reads=args.reads,
-                   cases=tuple(c for c in args.cases if c in suite.CASES))
+                   workflows=args.workflows, hits=args.hits, cases=tuple(c for c in args.cases if c in suite.CASES))
+    hit_opts = hitrate.HitOptions(ops=args.hitrate_ops, procs=args.hitrate_procs,
+                                  cases=tuple(c for c in args.cases if c in hitrate.CASES))
     query_opts = queries.QueryOptions(rows=args.rows, repeat=args.repeat, lists=args.lists,
                                       aggregates=args.aggregates,
                                       cases=tuple(c for c in args.cases if c in queries.CASES))
     print(f"DataFlow benchmarks: {', '.join(args.backends)}; cases={','.join(args.cases)} rows={opts.rows:,} "
           f"creates={opts.creates:,} reads={opts.reads:,} repeat={opts.repeat} lists={opts.lists} aggregates={args.aggregates} "
+          f"workflows={opts.workflows} hits={opts.hits:,} hitrate-ops={hit_opts.ops:,}x{hit_opts.procs} "
           f"(Python {platform.python_version()})", flush=True)
     timings: list[dict] = []
     notes: list[str] = []
     failed = False
     spawn = multiprocessing.get_context("spawn")
     runs = [(suite.run_backend, asdict(opts)) if opts.cases else None,
-            (queries.run_backend, asdict(query_opts)) if query_opts.cases else None]
+            (queries.run_backend, asdict(query_opts)) if query_opts.cases else None,
+            (hitrate.run_backend, asdict(hit_opts)) if hit_opts.cases else None]
     for backend in args.backends:
         print(f"  {backend} ...", flush=True)
         for run_backend, options in filter(None, runs):

@@ -1,10 +1,11 @@
-"""One backend's run: three cases, each timed along four paths.
+"""One backend's run: the cases, each timed along its paths.
 
 Paths: the raw driver (the baseline), the operations layer (``db.create`` ...), the generated
 node, and three no-op nodes fed the same payload (noop.py): a plain one returning
 ``{"success": True}``, one returning the generated node's own output (the baseline of the node
 path's target), and the generated node class with ``run`` replaced (for information). Each node
-path is a one-node workflow built once and run by ``LocalRuntime(enable_monitoring=False)``.
+path is a one-node workflow built once and run by ``LocalRuntime(enable_monitoring=False)``. ``workflow10``
+runs ten nodes in one workflow; ``cache`` times cached List hits (in-process and Redis).
 Every path is warmed up once; paths take turns within each repeat, so drift in the machine
 or the database hits all of them alike.
 """
@@ -34,9 +35,14 @@ from workload import LIST_AGE, TABLE
 MODEL = "BenchUser"
 LIST_LIMIT = 100
 SINGLE_ROUND = 100  # single creates run in rounds of this many per path, paths taking turns
-CASES = ("create", "read", "bulk", "list")
+CASES = ("create", "read", "bulk", "list", "workflow10", "cache")
 #: The no-op twins of a generated node (noop.py), as the table names them.
 TWINS = {"noop": "no-op node", "echo": "no-op node, same output", "shell": "DataFlow node, run() no-op"}
+#: The ten steps of the workflow10 case, in order (one node each).
+WORKFLOW = ("create", "read", "update", "list", "count", "create", "read", "update", "read", "delete")
+WORKFLOW_LIST_LIMIT = 10
+#: Redis for the cache case; override with DATAFLOW_BENCH_REDIS_URL.
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Options:
     repeat: int = 3
     lists: int = 200
     reads: int = 1_000
+    workflows: int = 20
+    hits: int = 500
     cases: tuple[str, ...] = field(default=CASES)
 
 
@@ -60,6 +68,7 @@ class Timing:
     how: str          # how the path does it, for the table
     seconds: float
     units: int        # rows (bulk) or operations (create, list) done in ``seconds``
+    extra: dict = field(default_factory=dict)  # case-specific figures (Redis round trips per hit, ...)
 
 
 def run_backend(backend: str, options: dict) -> dict:
@@ -74,12 +83,13 @@ def run_backend(backend: str, options: dict) -> dict:
         except sa.exc.OperationalError as exc:  # a server that is not running is a skip, not a failure
             return {"skipped": f"not reachable: {str(exc.orig).splitlines()[0]}"}
         db = workload.open_dataflow(url)
-        raw = raw_driver.connect(db.url, returning=db.engine.dialect.insert_returning)
+        raw = raw_driver.connect(db.url, returning=db.engine.dialect.insert_returning,
+                                 update_returning=db.engine.dialect.update_returning)
         try:
             with LocalRuntime(enable_monitoring=False) as rt:
                 bench = Bench(backend, db, raw, rt, opts)
                 cases = {"create": bench.single_creates, "read": bench.read, "bulk": bench.bulk_create,
-                         "list": bench.list}
+                         "list": bench.list, "workflow10": bench.workflow10, "cache": bench.cache}
                 timings = [t for case in opts.cases for t in cases[case]()]
             return {"timings": [asdict(t) for t in timings], "list_sql": bench.list_sql, "notes": bench.notes}
         finally:
@@ -127,8 +137,9 @@ class Bench:
         self.raw.analyze()  # fresh statistics, so the planner uses the indexes on every path
 
     def _timings(self, case: str, label: str, units: int, times: dict[str, float],
-                 how: dict[str, str]) -> list[Timing]:
-        return [Timing(self.backend, case, label, path, how[path], times[path], units) for path in times]
+                 how: dict[str, str], extra: dict[str, dict] | None = None) -> list[Timing]:
+        return [Timing(self.backend, case, label, path, how[path], times[path], units, (extra or {}).get(path, {}))
+                for path in times]
 
     # ---------------------------------------------------------------- (a) single creates
     def single_creates(self) -> list[Timing]:
@@ -259,6 +270,165 @@ class Bench:
         how = {"raw": "raw SELECT", "ops": "db.list", **TWINS, "node": f"{MODEL}ListNode"}
         return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
 
+    # ---------------------------------------------------------------- (e) a 10-node workflow
+    def workflow10(self) -> list[Timing]:
+        """Ten DataFlow nodes in one workflow, against the same ten statements and ten no-op nodes."""
+        n, runs, repeat = self.opts.rows, self.opts.workflows, self.opts.repeat
+        db, raw = self.db, self.raw
+        self._stored(n)
+        with db.engine.connect() as conn:
+            stored = [i for (i,) in conn.exec_driver_sql(f"SELECT id FROM {TABLE}")]
+        rng = random.Random(11)
+        rng.shuffle(stored)
+        steps = [(f"s{i}_{kind}", kind) for i, kind in enumerate(WORKFLOW)]
+        node_name = {"create": "Create", "read": "Read", "update": "Update", "list": "List", "count": "Count",
+                     "delete": "Delete"}
+        wb, twin = WorkflowBuilder(), WorkflowBuilder()
+        for node_id, kind in steps:
+            cls = f"{MODEL}{node_name[kind]}Node"
+            wb.add_node(cls, node_id, {})
+            twin.add_node(noop_like(NodeRegistry.get(cls)), node_id, {})
+        wf, wf_noop, rt = wb.build(), twin.build(), self.rt
+
+        paths = ("raw", "ops", "noop", "node")
+        per_run_deletes = WORKFLOW.count("delete")
+        needed = len(paths) * (repeat * runs + 2) * per_run_deletes  # every path deletes rows of its own
+        if needed * 2 > len(stored):
+            raise RuntimeError(f"workflow10 needs --rows of at least {needed * 2} for --workflows {runs}")
+        doomed, kept = iter(stored[:needed]), stored[needed:]
+        serial = iter(range(10 * n, 10 ** 9))
+
+        def payloads() -> dict[str, dict]:
+            """One run's parameters, node by node (fresh rows to create and delete, random ids to read)."""
+            out: dict[str, dict] = {}
+            for node_id, kind in steps:
+                if kind == "create":
+                    out[node_id] = workload.make_rows(1, next(serial))[0]
+                elif kind in ("read", "update"):
+                    out[node_id] = {"id": rng.choice(kept)}
+                    if kind == "update":
+                        out[node_id]["fields"] = {"age": rng.randrange(workload.AGES)}
+                elif kind == "list":
+                    out[node_id] = {"filter": {"age": LIST_AGE}, "limit": WORKFLOW_LIST_LIMIT}
+                elif kind == "count":
+                    out[node_id] = {"filter": {"age": LIST_AGE}}
+                else:
+                    out[node_id] = {"id": next(doomed)}
+            return out
+
+        def by_raw(p: dict[str, dict]) -> None:
+            for node_id, kind in steps:
+                a = p[node_id]
+                if kind == "create":
+                    raw.create_each([a])
+                elif kind == "read":
+                    raw.select(raw.select_sql, (a["id"],))
+                elif kind == "update":
+                    raw.update_age(a["id"], a["fields"]["age"])
+                elif kind == "list":
+                    raw.select(raw.list_sql, (LIST_AGE, WORKFLOW_LIST_LIMIT + 1))
+                elif kind == "count":
+                    raw.select(raw.count_sql, (LIST_AGE,))
+                else:
+                    raw.delete(a["id"])
+
+        def by_ops(p: dict[str, dict]) -> None:
+            for node_id, kind in steps:
+                a = p[node_id]
+                if kind == "create":
+                    db.create(MODEL, a)
+                elif kind == "read":
+                    db.read(MODEL, a["id"])
+                elif kind == "update":
+                    db.update(MODEL, a["id"], a["fields"])
+                elif kind == "list":
+                    db.list(MODEL, a["filter"], limit=a["limit"])
+                elif kind == "count":
+                    db.count(MODEL, a["filter"])
+                else:
+                    db.delete(MODEL, a["id"])
+
+        run = {"raw": by_raw, "ops": by_ops,
+               "noop": lambda p: rt.execute(wf_noop, parameters=p),
+               "node": lambda p: rt.execute(wf, parameters=p)}
+        # Warm-up, and a check that every node did its work.
+        for path in paths:
+            run[path](payloads())
+        p = payloads()
+        results, _ = rt.execute(wf, parameters=p)
+        _check(all(results[i].get("success", True) is not False for i, _ in steps), "every workflow node succeeds")
+        _check(results["s4_count"]["count"] == db.count(MODEL, {"age": LIST_AGE}), "the Count node counts")
+        _check(db.read(MODEL, p["s9_delete"]["id"], raise_on_not_found=False) is None, "the Delete node deletes")
+
+        samples: dict[str, list[float]] = {path: [] for path in paths}
+        for _ in range(repeat):
+            batches = {path: [payloads() for _ in range(runs)] for path in paths}
+            for path in paths:
+                fn = run[path]
+                samples[path].append(_timed(lambda batch, fn=fn: [fn(x) for x in batch], batches[path]))
+        raw.truncate()
+        how = {"raw": "raw driver, the 10 statements", "ops": "the 10 calls, direct API",
+               "noop": "10 no-op nodes, one workflow", "node": "10 DataFlow nodes, one workflow"}
+        label = f"workflow of 10 nodes x{runs:,}"  # the steps: WORKFLOW (README)
+        return self._timings("workflow10", label, runs, _medians(samples), how)
+
+    # ---------------------------------------------------------------- (f) cached List
+    def cache(self) -> list[Timing]:
+        """A List of 100 rows: raw, uncached, a cached hit in this process, a cached hit from Redis."""
+        n, calls = self.opts.rows, self.opts.hits
+        db, raw = self.db, self.raw
+        self._stored(n)
+        where = {"age": LIST_AGE}
+        sql, params = self._captured(lambda: db.list(MODEL, where, limit=LIST_LIMIT))
+        expected = db.list(MODEL, where, limit=LIST_LIMIT)
+        _check(len(expected) == min(LIST_LIMIT, n // workload.AGES), "db.list returns the matching rows")
+        db.cache.clear()
+        _check(db.list(MODEL, where, limit=LIST_LIMIT, cache=True) == expected, "the first cached List (a miss)")
+        before = db.cache.stats()
+        _check(db.list(MODEL, where, limit=LIST_LIMIT, cache=True) == expected, "a cached List hit is exact")
+        _check(db.cache.stats()["hits"] == before["hits"] + 1, "the second cached List is a hit")
+
+        paths: dict[str, Callable[[int], object]] = {
+            "raw": lambda k: [raw.select(sql, params) for _ in range(k)],
+            "ops": lambda k: [db.list(MODEL, where, limit=LIST_LIMIT) for _ in range(k)],
+            "memory": lambda k: [db.list(MODEL, where, limit=LIST_LIMIT, cache=True) for _ in range(k)],
+        }
+        how = {"raw": "raw SELECT", "ops": "db.list, uncached", "memory": "db.list(cache=True) hit, in-process"}
+        extra: dict[str, dict] = {}
+        redis = _RedisSide.open(self.db.url, expected, where)
+        if redis is None:
+            self.notes.append(f"{self.backend}: cache: Redis at {_redis_url()} not reachable: its rows are skipped")
+        else:
+            paths["redis"] = lambda k: [redis.db.list(redis.model, where, limit=LIST_LIMIT, cache=True)
+                                        for _ in range(k)]
+            paths["floor"] = lambda k: [redis.floor() for _ in range(k)]
+            how["redis"] = "db.list(cache=True) hit, Redis"
+            how["floor"] = "redis-py GET of the entry + decode"
+        try:
+            for fn in paths.values():
+                fn(max(1, calls // 10))
+            samples: dict[str, list[float]] = {p: [] for p in paths}
+            trips: list[int] = []
+            for _ in range(self.opts.repeat):
+                for path, fn in paths.items():
+                    if path == "redis":
+                        assert redis is not None
+                        hits, sent = redis.db.cache.stats()["hits"], redis.sent()
+                        samples[path].append(_timed(fn, calls))
+                        trips.append(redis.sent() - sent)
+                        _check(redis.db.cache.stats()["hits"] - hits == calls, "every Redis List call is a hit")
+                    else:
+                        samples[path].append(_timed(fn, calls))
+            if redis is not None:
+                extra["redis"] = {"round_trips": median(trips) / calls}
+                how["redis"] += f" ({median(trips) / calls:.2f} round trips/hit)"
+        finally:
+            if redis is not None:
+                redis.close()
+        raw.truncate()
+        return self._timings("cache", f"List {len(expected)} of {n:,}, cached x{calls:,}", calls,
+                             _medians(samples), how, extra)
+
     def _captured(self, call: Callable[[], object]) -> tuple[str, object]:
         """The SELECT (text and parameters) that DataFlow sends to the driver during ``call``."""
         return captured(self.db.engine, call, TABLE)
@@ -279,3 +449,83 @@ def _timed(fn: Callable, arg: object) -> float:
 
 def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {path: median(ts) for path, ts in samples.items()}
+
+
+def _redis_url() -> str:
+    import os
+
+    return os.environ.get("DATAFLOW_BENCH_REDIS_URL", REDIS_URL)
+
+
+class _RedisSide:
+    """A second DataFlow on the same table with its cache in Redis, its round trips counted."""
+
+    def __init__(self, db, model: str, key: str) -> None:
+        self.db, self.model, self.key = db, model, key
+        self.client = db.cache.store.client
+
+    @classmethod
+    def open(cls, url, expected: list[dict], where: dict) -> "_RedisSide | None":
+        import uuid
+
+        import redis as redis_py
+        from dataflow import DataFlow
+
+        try:
+            redis_py.Redis.from_url(_redis_url(), socket_connect_timeout=0.5).ping()
+        except (redis_py.exceptions.ConnectionError, OSError):
+            return None
+        prefix = f"dataflow_bench:{uuid.uuid4().hex[:8]}:"
+        db = DataFlow(url.render_as_string(hide_password=False), redis_url=_redis_url(), cache_prefix=prefix)
+
+        # The same table under another model name: the BenchUser nodes stay bound to the first instance.
+        @db.model
+        class BenchUserCached:
+            name: str
+            email: str
+            age: int
+            active: bool = True
+            __tablename__ = TABLE
+            __dataflow__ = {"indexes": ["age"]}
+
+        pool = db.cache.store.client.connection_pool
+        pool.connection_class = _counting(pool.connection_class)
+        pool.disconnect()  # connections made from now on count what they send
+        model = "BenchUserCached"
+        _check(db.list(model, where, limit=LIST_LIMIT, cache=True) == expected, "a List through Redis (a miss)")
+        _check(db.list(model, where, limit=LIST_LIMIT, cache=True) == expected, "a cached List hit from Redis")
+        keys = list(db.cache.store.client.scan_iter(match=f"{prefix}e:*"))
+        _check(len(keys) == 1, "one cached entry in Redis")
+        return cls(db, model, keys[0])
+
+    def sent(self) -> int:
+        return _Sent.count
+
+    def floor(self) -> object:
+        """What no cache can avoid on a hit: one round trip for the entry, and decoding it."""
+        from dataflow.cache import _unpack, decode
+
+        _, payload = _unpack(self.client.get(self.key))
+        return decode(payload)
+
+    def close(self) -> None:
+        try:
+            self.db.cache.clear()
+            versions = list(self.client.scan_iter(match=f"{self.db.cache.prefix}*"))
+            if versions:
+                self.client.delete(*versions)
+        finally:
+            self.db.close()
+
+
+class _Sent:
+    count = 0  # commands (or pipelines) written to Redis: one round trip each
+
+
+def _counting(base: type) -> type:
+    """A redis-py connection class that counts every write of a command or a pipeline to the socket."""
+    def send_packed_command(self, command, check_health=True):  # noqa: ANN001
+        _Sent.count += 1
+        return base.send_packed_command(self, command, check_health)
+
+    return type(f"Counting{base.__name__}", (base,), {"send_packed_command": send_packed_command})

@@ -100,6 +100,16 @@ def pytest_report_header(config):
     return "dataflow backends: " + ", ".join(SERVERS)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "restarts_server: restarts a database server (run last; deselect with "
+                                       "-m 'not restarts_server', or set DATAFLOW_TEST_NO_RESTART=1)")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that restart a server run last: whatever else runs in this session is done by then."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_server") is not None)  # stable
+
+
 def pytest_sessionstart(session):
     for server in SERVERS.values():
         server.setup()
@@ -145,7 +155,8 @@ def kill_other_sessions():
         try:
             with admin.connect() as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    # The timeout makes it wait until each session is gone (PostgreSQL 14+), as after a restart.
+                    conn.exec_driver_sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
                 else:
                     ids = [r[0] for r in conn.exec_driver_sql(

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from kailash.nodes.base import NodeRegistry
 
-from dataflow import DatabaseError, DataFlow, DataFlowConfig, DataFlowError, SettingError, ValidationError
+from dataflow import DatabaseError, DatabaseUnavailableError, DataFlow, DataFlowConfig, DataFlowError, SettingError, ValidationError
 from dataflow.core.config import DataFlowConfig as ConfigFromSeedPath
 
 SECRET = "s3cret"
@@ -284,28 +284,90 @@ def noted(db, backend):
     return db
 
 
-def test_a_database_that_went_away_gives_a_clear_error_then_recovers(noted, db_url, kill_other_sessions):
-    db = noted
+@pytest.fixture
+def unchecked(backend, db_url):
+    """As ``noted``, with pool_pre_ping off: a pooled connection is used as it is, dead or alive."""
+    if backend == "sqlite":
+        pytest.skip("an embedded database has no server connection to lose")
+    db = DataFlow(db_url, pool_pre_ping=False)
+
+    @db.model
+    class Note:
+        text: str
+
+    db.create("Note", text="before")
+    yield db
+    db.close()
+
+
+def test_a_write_that_met_a_dead_connection_fails_clearly_then_the_pool_recovers(unchecked, db_url,
+                                                                                  kill_other_sessions):
+    db = unchecked
     kill_other_sessions(db_url)
-    # The pooled connection is dead; the operation that meets it fails clearly and names no secret...
-    with pytest.raises(DatabaseError, match="Note create failed: the database at .* is unreachable or the "
-                                            "connection was lost"):
+    # The pooled connection is dead and nothing checks it; the write sent on it fails clearly, names no
+    # secret, and is not tried again (its statement may have reached the server)...
+    with pytest.raises(DatabaseUnavailableError, match="Note create failed: the database at .* is unreachable or "
+                                                       "the connection was lost") as info:
         db.create("Note", text="lost")
+    assert info.value.sent is True
     # ...the pool drops it, and the next operation gets a fresh connection.
     assert db.create("Note", text="after")["text"] == "after"
     assert [r["text"] for r in db.list("Note")] == ["before", "after"]
 
 
 def test_a_connection_killed_while_idle_is_replaced_before_use(noted, db_url, kill_other_sessions):
-    import time
+    db = noted
+    kill_other_sessions(db_url)
+    # The server's farewell waits on the idle connection's socket: checkout sees it, pings, and
+    # replaces the connection before the write is sent, so the write succeeds.
+    assert db.create("Note", text="after")["text"] == "after"
+    assert db.count("Note") == 2
 
+
+def test_a_connection_idle_past_the_ping_interval_is_pinged(noted, monkeypatch):
     from dataflow.core import engine as engine_module
 
     db = noted
-    kill_other_sessions(db_url)
-    time.sleep(engine_module.PING_AFTER_IDLE_S + 0.2)  # idle long enough to be pinged on checkout
-    assert db.create("Note", text="after")["text"] == "after"  # no error: the ping found it dead first
-    assert db.count("Note") == 2
+    pings: list[bool] = []
+    real_ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping", lambda conn: pings.append(True) or real_ping(conn))
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 3600.0)
+    assert db.count("Note") == 1
+    assert pings == []  # just used, nothing waiting on its socket: no round trip spent on a ping
+    monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)
+    assert db.count("Note") == 1
+    assert pings == [True]
+
+
+def test_a_write_that_could_not_connect_is_tried_again(noted, backend):
+    """A failure to connect comes before anything was sent: the write is retried once, and applied once."""
+    db = noted
+    refused: list[int] = []
+
+    @sa.event.listens_for(db.engine, "do_connect")
+    def first_to_a_closed_port(dialect, conn_rec, cargs, cparams):  # noqa: ANN001
+        if not refused:  # a real connection attempt, to a port nothing listens on
+            refused.append(cparams.get("port", 0))
+            cparams["port"] = 1
+
+    db.engine.dispose()  # the pool starts over: the next operation connects
+    assert db.create("Note", text="retried")["text"] == "retried"
+    assert len(refused) == 1
+    assert sorted(r["text"] for r in db.list("Note")) == ["before", "retried"]
+
+
+def test_a_write_that_cannot_connect_says_so_and_that_nothing_was_sent(noted):
+    db = noted
+
+    @sa.event.listens_for(db.engine, "do_connect")
+    def closed_port(dialect, conn_rec, cargs, cparams):  # noqa: ANN001
+        cparams["port"] = 1
+
+    db.engine.dispose()
+    with pytest.raises(DatabaseUnavailableError, match=r"^Note create failed: the database at .* is unreachable") \
+            as info:
+        db.create("Note", text="never")
+    assert info.value.sent is False
 
 
 # ---------------------------------------------------------------- no silent settings

@@ -9,7 +9,7 @@ from kailash.runtime.local import LocalRuntime
 from kailash.sdk_exceptions import RuntimeExecutionError
 from kailash.workflow.builder import WorkflowBuilder
 
-from dataflow import (DataFlow, DuplicateKeyError, NotFoundError, PoolTimeoutError, TransactionError,
+from dataflow import (DatabaseUnavailableError, DataFlow, DuplicateKeyError, NotFoundError, PoolTimeoutError, TransactionError,
                       ValidationError)
 from dataflow.operations.policy import Policy
 
@@ -256,3 +256,40 @@ def test_a_workflow_declares_its_own_transaction(accounts):
             assert results["tx"]["failed"] is True and "TransactionError" in results["tx"]["error"]
             assert "node(s) third" in results["tx"]["error"]
             assert db.count("Account") == 0
+
+
+@pytest.mark.parametrize("caught", [False, True], ids=["raised", "caught"])
+def test_a_block_whose_connection_is_lost_fails_clearly_and_leaves_nothing(accounts, backend, db_url,
+                                                                           kill_other_sessions, caught):
+    if backend == "sqlite":
+        pytest.skip("an embedded database has no server connection to lose")
+    db = accounts
+    db.create("Account", name="kept")
+    errors: list[BaseException] = []
+    with pytest.raises((DatabaseUnavailableError, TransactionError)) as info:
+        with db.transaction():
+            db.create("Account", name="a")
+            kill_other_sessions(db_url)  # the block's connection dies, as in a server restart
+            try:
+                db.create("Account", name="b")
+            except DatabaseUnavailableError as exc:
+                errors.append(exc)
+                if not caught:
+                    raise
+            try:  # the block goes on: nothing more can run in it, and it says why
+                db.count("Account")
+            except DatabaseUnavailableError as exc:
+                errors.append(exc)
+    assert [type(e) for e in errors] == [DatabaseUnavailableError] * (2 if caught else 1)
+    assert errors[0].message.startswith("Account create failed: the database at ")
+    assert "unreachable or the connection was lost" in errors[0].message
+    if caught:
+        assert errors[1].message.startswith("Account count failed: the connection of the open transaction was lost "
+                                            "by an earlier operation in it")
+        assert type(info.value) is TransactionError  # the block ended normally, doomed: rolled back
+    else:
+        assert info.value is errors[0]
+    assert names(db) == ["kept"]  # nothing of the block was saved
+    with db.transaction():  # a fresh connection: the next block commits
+        db.create("Account", name="after")
+    assert names(db) == ["after", "kept"]

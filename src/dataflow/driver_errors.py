@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import sqlalchemy.exc as sa_exc
+
 from .errors import (DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError, ForeignKeyError,
                      IntegrityError, ValidationError)
 
@@ -143,6 +145,12 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         return exc
     orig = getattr(exc, "orig", None) or exc
     who = f"{model} {action}" if model else action
+    if isinstance(exc, sa_exc.PendingRollbackError) and "reconnect" in str(exc):
+        # An earlier operation in the open transaction lost the connection (the server restarted);
+        # the server rolled the transaction back with it: nothing more can run in it.
+        return DatabaseUnavailableError(f"{who} failed: the connection of the open transaction was lost by an earlier "
+                                        "operation in it, and the database rolled the transaction back; leave the "
+                                        "db.transaction() block and run it again", model=model, original=exc)
     # PEP 249 names the same classes in every driver, and SQLAlchemy mirrors them.
     kinds = {c.__name__ for c in type(exc).__mro__} | {c.__name__ for c in type(orig).__mro__}
     if kinds & {"IntegrityError", "DataError"} or _classify(orig):

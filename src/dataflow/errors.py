@@ -121,9 +121,15 @@ class DatabaseError(DataFlowError):
 
 
 class DatabaseUnavailableError(DatabaseError):
-    """The database cannot be reached, or the connection was lost (worth retrying later)."""
+    """The database cannot be reached, or the connection was lost (worth retrying later).
+
+    ``sent`` is False when the failure came before any statement of the operation was sent
+    (connecting, or checking a pooled connection out): nothing can have been applied, so trying
+    again cannot apply anything twice. True means the statement may have reached the server.
+    """
 
     code, status = "database_unavailable", 503
+    sent = True
 
 
 class PoolTimeoutError(DatabaseUnavailableError):

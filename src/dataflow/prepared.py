@@ -95,18 +95,22 @@ def prepare(dialect: sa.Dialect, stmt: sa.sql.ClauseElement) -> Prepared:
                     expanding=bool(compiled.post_compile_params), read_only=isinstance(stmt, sa.Select))
 
 
-def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tuple[list, Any]:
+def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any], conn: Any = None) -> tuple[list, Any]:
     """Execute in its own transaction on a pooled driver connection; return (rows, cursor description).
 
     One statement is atomic by itself: where the backend allows (``Backend.autocommit_reads`` and
     ``autocommit_writes``), it runs in the driver's autocommit mode instead of BEGIN ... COMMIT.
+
+    ``conn`` is a connection the caller checked out (``engine.raw_connection()``) and hands over:
+    it is returned to the pool here. Without it, one is checked out.
 
     Driver errors propagate as they are (the executor translates them). An error that shows the
     connection to be dead invalidates the whole pool, as SQLAlchemy does on its own path: the
     other pooled connections to the same server died with it, and each would fail one operation.
     """
     facts = db.facts
-    conn = db.engine.raw_connection()
+    if conn is None:
+        conn = db.engine.raw_connection()
     cursor = None
     driver: Any = conn.driver_connection
     autocommit = facts.autocommit_reads if prepared.read_only else facts.autocommit_writes
@@ -138,7 +142,7 @@ def run_raw(db: "DataFlow", prepared: Prepared, params: Mapping[str, Any]) -> tu
                 cursor.close()
             except Exception:
                 pass
-        if autocommit and facts.toggle_autocommit:
+        if autocommit and facts.toggle_autocommit and conn.dbapi_connection is not None:  # not invalidated above
             try:
                 driver.autocommit = False
             except Exception as exc:  # a broken connection: let the pool replace it

@@ -27,7 +27,7 @@ import sqlalchemy.exc as sa_exc
 
 from .errors import DatabaseError, DataFlowError, NotFoundError, TransactionError
 from .operations.call import Call
-from .operations.context import current, scope
+from .operations.context import current, drop_tx_state, open_tx_state, scope, tx_state
 from .operations.policy import Policy
 
 if TYPE_CHECKING:
@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dataflow.transactions")
 
-PENDING = "dataflow_pending"   # conn.info: one list of deferred after_commit hooks per open level
-DOOMED = "dataflow_doomed"     # conn.info: one flag per open level: an operation failed at that level
-OWNER = "dataflow_owner"       # conn.info: the DataFlow instance the transaction belongs to
+# What the block keeps for its connection (operations.context.tx_state), by key:
+PENDING = "pending"   # one list of deferred after_commit hooks per open level
+DOOMED = "doomed"     # one flag per open level: an operation failed at that level
+OWNER = "owner"       # the DataFlow instance the transaction belongs to
 
 
 @contextmanager
@@ -45,7 +46,7 @@ def transaction(db: "DataFlow") -> Iterator[sa.Connection]:
     """Open a transaction (or a savepoint inside an open one) for every operation in the block."""
     open_tx = current().transaction
     if open_tx is not None:
-        if open_tx.info.get(OWNER) is not db:
+        if tx_state(open_tx).get(OWNER) is not db:
             raise DataFlowError("db.transaction() inside a transaction of another DataFlow instance: "
                                 "one transaction spans one database")
         with _savepoint(db, open_tx):
@@ -60,9 +61,7 @@ def transaction(db: "DataFlow") -> Iterator[sa.Connection]:
     try:
         if db.facts.begin_immediate:
             conn.execution_options(sqlite_begin="IMMEDIATE")  # the write lock up front (see Executor.transaction)
-        conn.info[PENDING] = pending
-        conn.info[DOOMED] = [False]
-        conn.info[OWNER] = db
+        state = open_tx_state(conn, **{PENDING: pending, DOOMED: [False], OWNER: db})
         tx = conn.begin()
         try:
             with scope(transaction=conn):
@@ -70,7 +69,7 @@ def transaction(db: "DataFlow") -> Iterator[sa.Connection]:
         except BaseException:
             _rollback(tx)
             raise
-        if conn.info[DOOMED][0]:
+        if state[DOOMED][0]:
             _rollback(tx)
             raise TransactionError("the transaction was rolled back: an operation inside it failed (see the log and "
                                    "the error it raised); nothing in the block was saved")
@@ -79,15 +78,15 @@ def transaction(db: "DataFlow") -> Iterator[sa.Connection]:
         except (sa_exc.SQLAlchemyError, *db.driver_errors) as exc:
             raise _translated(db, exc) from None
     finally:
-        for key in (PENDING, DOOMED, OWNER):
-            conn.info.pop(key, None)
+        drop_tx_state(conn)
         conn.close()
     _run(pending[0])
 
 
 @contextmanager
 def _savepoint(db: "DataFlow", conn: sa.Connection) -> Iterator[None]:
-    pending, doomed = conn.info[PENDING], conn.info[DOOMED]
+    state = tx_state(conn)
+    pending, doomed = state[PENDING], state[DOOMED]
     pending.append([])
     doomed.append(False)
     try:
@@ -141,8 +140,8 @@ def _translated(db: "DataFlow", exc: BaseException) -> DataFlowError:
 def doom(db: "DataFlow") -> None:
     """An operation of ``db`` failed in the block open now (a node reports it here: the runtime may not raise)."""
     conn = current().transaction
-    if conn is not None and conn.info.get(OWNER) is db:
-        doomed = conn.info.get(DOOMED)
+    if conn is not None and tx_state(conn).get(OWNER) is db:
+        doomed = tx_state(conn).get(DOOMED)
         if doomed:
             doomed[-1] = True
 
@@ -159,6 +158,6 @@ class TransactionPolicy(Policy):
             return  # NotFound is raised before anything changed
         if call.reads and not isinstance(error, DatabaseError):
             return  # a read refused before or without touching the transaction
-        doomed = conn.info.get(DOOMED)
+        doomed = tx_state(conn).get(DOOMED)
         if doomed:
             doomed[-1] = True

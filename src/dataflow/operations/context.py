@@ -8,10 +8,12 @@ No operation takes the tenant or the actor as an argument.
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 SYSTEM_ACTOR = "system"
 
@@ -48,3 +50,26 @@ def scope(**changes: Any) -> Iterator[Context]:
         yield _CURRENT.get()
     finally:
         _CURRENT.reset(token)
+
+
+#: What ``db.transaction()`` keeps about its open connection (owner, deferred hooks, doomed flags),
+#: by connection. Kept beside the connection, not in ``conn.info``: a Connection whose link was lost
+#: (a server restart) refuses to show its ``info`` until rolled back, and the block must still read
+#: this to fail cleanly. A connection handed in by hand (``scope(transaction=conn)``) has none.
+_NONE: Mapping[str, Any] = MappingProxyType({})
+_TX_STATE: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def tx_state(conn: Any) -> Mapping[str, Any]:
+    """What ``db.transaction()`` keeps for ``conn`` (empty for a connection it did not open)."""
+    return _TX_STATE.get(conn, _NONE)
+
+
+def open_tx_state(conn: Any, **state: Any) -> dict[str, Any]:
+    """Start keeping ``state`` for ``conn`` (``db.transaction()`` opened it)."""
+    kept = _TX_STATE[conn] = dict(state)
+    return kept
+
+
+def drop_tx_state(conn: Any) -> None:
+    _TX_STATE.pop(conn, None)

@@ -2,8 +2,9 @@
 
 ``Executor.run(call, body)`` runs the policies' ``plan`` hooks, then ``body(call)`` (which builds
 its statement from the planned call and executes it through ``transaction``/``prepared``), then
-``after_commit`` or ``failed``. Driver errors become DataFlow errors here, once. Reads that met a
-dead connection outside a transaction are retried once; deadlocks are retried a few times.
+``after_commit`` or ``failed``. Driver errors become DataFlow errors here, once. Outside a
+transaction, a read that met a dead connection, or a write that failed before its statement was
+sent, is retried once; deadlocks are retried a few times.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import sqlalchemy as sa
 
 from ..binding import Binding
 from ..driver_errors import translate
-from ..errors import DatabaseUnavailableError, DataFlowError, ValidationError
+from ..errors import DatabaseUnavailableError, DataFlowError, PoolTimeoutError, ValidationError
 from ..prepared import Prepared, prepare, run_raw
 from ..query import compile_filter
 from .call import MISSING, Call
-from .context import current
+from .context import current, tx_state
 from .policy import HOOKS, Policy, overrides
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Executor:
     def call(self, action: str, binding: Binding, **kw: Any) -> Call:
         """A ``Call`` in the current context (an open ``db.transaction()`` of another instance is not ours)."""
         ctx = current()
-        if ctx.transaction is not None and ctx.transaction.info.get("dataflow_owner", self.db) is not self.db:
+        if ctx.transaction is not None and tx_state(ctx.transaction).get("owner", self.db) is not self.db:
             ctx = replace(ctx, transaction=None)
         return Call(action, binding, ctx, **kw)
 
@@ -134,7 +135,7 @@ class Executor:
             # (cache invalidation, events) run when the outermost block commits, never before.
             for hook in self._now:
                 hook(call, result, elapsed)
-            pending = tx.info.get("dataflow_pending")
+            pending = tx_state(tx).get("pending")
             later = [h for h in self._hooks["after_commit"] if h not in self._now]
             if pending is not None:
                 pending[-1].extend((hook, call, result, elapsed) for hook in later)
@@ -174,10 +175,18 @@ class Executor:
             hook(call, conn, info)
 
     def _retry(self, call: Call, exc: DataFlowError, attempt: int) -> bool:
+        """Whether to try ``call`` again after ``exc``: only where that cannot apply a change twice.
+
+        A lost connection: a read outside a transaction is tried once more on a fresh connection, and
+        so is a write that failed before its statement was sent (connecting, checking out). A write whose
+        statement may have reached the server is not: the caller hears of it and decides.
+        """
         if call.ctx.transaction is not None:
             return False  # the caller's transaction is gone: only the caller can start over
-        if isinstance(exc, DatabaseUnavailableError) and call.reads and attempt == 1:
-            log.info("retrying a read after a lost connection", extra={"model": call.model, "action": call.action})
+        if (isinstance(exc, DatabaseUnavailableError) and not isinstance(exc, PoolTimeoutError) and attempt == 1
+                and (call.reads or not exc.sent)):
+            log.info("retrying %s after a lost connection", "a read" if call.reads else "a write that was not sent",
+                     extra={"model": call.model, "action": call.action})
             return True
         if attempt < DEADLOCK_ATTEMPTS and self._is_deadlock(exc.original):
             time.sleep(random.uniform(0.005, 0.03) * attempt)
@@ -276,7 +285,11 @@ class Executor:
                 return records
         self.ready(call)
         try:
-            rows, description = run_raw(self.db, p, params)
+            raw = self.db.engine.raw_connection()
+        except self.db.catchable as exc:
+            raise self.unsent(exc, call) from None
+        try:
+            rows, description = run_raw(self.db, p, params, raw)
             return p.json_records(rows, description, call.binding.spec) if json else p.records(rows, description)
         except DataFlowError:
             raise
@@ -308,7 +321,11 @@ class Executor:
             return
         self.ready(call)
         try:
-            with self.db.engine.connect() as conn:
+            connection = self.db.engine.connect()  # checks a pooled connection out (or connects)
+        except self.db.catchable as exc:
+            raise self.unsent(exc, call) from None
+        try:
+            with connection as conn:
                 if self.db.facts.begin_immediate and not call.reads:
                     # A deferred SQLite transaction that reads, then writes (update, delete, upsert) deadlocks
                     # with another doing the same, and SQLite fails one at once with 'database is locked'
@@ -328,6 +345,13 @@ class Executor:
         except DatabaseUnavailableError as exc:
             raise DatabaseUnavailableError(f"{call.model} {_label(call)}: {exc.message}", model=call.model,
                                            original=exc.original) from None
+
+    def unsent(self, exc: BaseException, call: Call) -> DataFlowError:
+        """The DataFlow error for a failure to get a connection: nothing of ``call`` was sent."""
+        error = self.translated(exc, call)
+        if isinstance(error, DatabaseUnavailableError):
+            error.sent = False
+        return error
 
     def translated(self, exc: BaseException, call: Call) -> DataFlowError:
         """The DataFlow error for a driver error met while running ``call``."""
