@@ -39,6 +39,7 @@ class Dashboard:
     ids: dict[str, int]
     names: dict[int, tuple[str, str]]
     sales: list[tuple[int, date, int, Decimal]] = field(default_factory=list)
+    products: int = len(PRODUCTS)
     active_users: int = 0
     error_rate: int = 0
 
@@ -90,7 +91,7 @@ def expected_summary(d: Dashboard, day: date) -> dict:
     return {"day": day.isoformat(), "revenue": str(revenue.quantize(CENT)), "units": sum(q for _, _, q, _ in d.sales),
             "sales": len(d.sales), "average_sale": str((revenue / len(d.sales)).quantize(CENT)),
             "today_revenue": str(sum((a for _, on, _, a in d.sales if on == day), Decimal(0)).quantize(CENT)),
-            "products": len(PRODUCTS)}
+            "products": d.products}
 
 
 def expected_daily(d: Dashboard, end: date, days: int) -> list[dict]:
@@ -180,6 +181,13 @@ def test_repeat_is_a_cache_hit_and_a_write_shows_on_the_next_request(dashboard):
     d.error_rate += 1
     d.active_users += 1
     check_numbers(d)  # every endpoint, the new sale included
+
+    # The summary counts products too: a new one shows, though it sold nothing.
+    hits, misses, _ = cache_counts(d)
+    assert http.post("/api/products", json={"sku": "JAR", "name": "Jar"}).status_code == 201
+    d.products += 1
+    assert http.get("/api/sales/summary").json()["products"] == d.products
+    assert cache_counts(d)[:2] == (hits, misses + 1)
 
     # An update and a delete through the API are writes too.
     sale = made.json()["id"]
