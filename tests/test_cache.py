@@ -198,6 +198,54 @@ def test_a_write_in_another_instance_sharing_redis_makes_reads_stale(make, store
     assert reader.count("Post", cache=True) == 4
 
 
+def test_instances_on_other_databases_sharing_redis_and_prefix_never_read_each_others_entries(prefix, tmp_path):
+    """Same Redis, same key prefix, same model, queries and cached function; two databases: each reads
+    its own rows (the database is in every entry's key). Before, the second read the first's rows."""
+    made: list[DataFlow] = []
+    try:
+        for i, name in enumerate(("a.db", "b.db")):
+            db = DataFlow(f"sqlite:///{tmp_path / name}", redis_url=REDIS, cache_prefix=prefix, node_prefix=f"Db{i}")
+            declare(db)
+            made.append(db)
+        a, b = made
+        a.create("Post", title="in a")
+        b.bulk_create("Post", [{"title": "in b"}, {"title": "also in b"}])
+
+        def titles_of(db):
+            @db.cached(ttl=60)
+            def titles():
+                return sorted(p["title"] for p in db.list("Post"))
+            return titles
+
+        for _ in range(2):  # computed, then from the cache
+            assert [p["title"] for p in a.list("Post", cache=True)] == ["in a"]
+            assert [p["title"] for p in b.list("Post", cache=True)] == ["in b", "also in b"]
+            assert (a.count("Post", cache=True), b.count("Post", cache=True)) == (1, 2)
+            assert (titles_of(a)(), titles_of(b)()) == (["in a"], ["also in b", "in b"])
+        assert a.cache.stats()["hits"] == 3 and b.cache.stats()["hits"] == 3
+        b.create("Post", title="b again")  # a write still makes every entry of that table stale
+        assert (a.count("Post", cache=True), b.count("Post", cache=True)) == (1, 3)
+    finally:
+        for db in made:
+            db.close()
+
+
+def test_database_scope_names_the_database_and_never_the_password(tmp_path, monkeypatch):
+    from dataflow.cache import database_scope
+
+    pg = "postgresql://app:{}@db.internal:5432/shop"
+    assert database_scope(pg.format("one")) == database_scope(pg.format("two"))  # the password is no part of it
+    assert "one" not in database_scope(pg.format("one"))
+    others = ["postgresql://app@db.internal:5432/stock", "postgresql://app@db.other:5432/shop",
+              "postgresql://app@db.internal:5433/shop", "postgresql://ops@db.internal:5432/shop",
+              "mysql://app@db.internal:5432/shop"]
+    assert len({database_scope(pg.format("x")), *map(database_scope, others)}) == 6
+    monkeypatch.chdir(tmp_path)
+    assert database_scope("sqlite:///app.db") == database_scope(f"sqlite:///{tmp_path / 'app.db'}")
+    assert database_scope("sqlite:///app.db") != database_scope(f"sqlite:///{tmp_path / 'other.db'}")
+    assert database_scope("sqlite:///:memory:") != database_scope("sqlite:///:memory:")  # each its own
+
+
 WRITER = textwrap.dedent("""
     import sys
     from dataflow import DataFlow

@@ -17,8 +17,13 @@ planned call) record their tables and current tokens; ``tables=[...]`` adds tabl
 touches outside DataFlow.
 
 Keys: ``<prefix>e:<table>:<action>:<hash>`` for reads (the hash of the final SQL text, its bound
-values and the context's tenant), ``<prefix>e:fn:<module.qualname>:<hash>`` for functions (their
-arguments, as JSON, and the tenant). ``app.cache.invalidate("users:*")`` drops entries by pattern.
+values, the context's tenant and the database), ``<prefix>e:fn:<module.qualname>:<hash>`` for
+functions (their arguments, as JSON, the tenant and the database). ``app.cache.invalidate("users:*")``
+drops entries by pattern. The database (``database_scope``: backend, user, host, port and database
+name, never the password; a SQLite file's absolute path) is in every entry's hash, so applications on
+different databases that share a Redis server and key prefix never read each other's entries. Version
+tokens are per table name only: such applications' writes cost each other misses, never a stale read,
+and two URLs for one database still invalidate each other's entries.
 
 When Redis is unreachable nothing fails: reads run uncached, one warning is logged per outage,
 writes remember which tables they changed and replace those tokens as soon as Redis answers again.
@@ -60,6 +65,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -179,6 +185,24 @@ def _pack(versions: Mapping[str, str], payload: bytes) -> bytes:
 def _unpack(raw: bytes) -> tuple[dict[str, str], bytes]:
     head, _, payload = raw.partition(b"\n")
     return json.loads(head), payload
+
+
+def database_scope(url: Any) -> str:
+    """Which database cached values come from, for entry keys: no password, SQLite paths made absolute.
+
+    A SQLite database in memory is this instance's own: it gets a scope no other instance shares.
+    """
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        name = u.database or ""
+        if name in ("", ":memory:") or name.startswith("file::memory:") or u.query.get("mode") == "memory":
+            return f"sqlite-memory:{uuid.uuid4().hex}"
+        if name.startswith("file:"):  # a URI filename: its path, without the URI's options
+            name = name[5:].split("?", 1)[0]
+        return f"sqlite:{os.path.abspath(name)}"
+    return digest(u.get_backend_name(), u.username, u.host, u.port, u.database)
 
 
 # ---------------------------------------------------------------------- stores
@@ -636,6 +660,8 @@ class Cache:
         cfg = db.config
         self.db = db
         self.prefix = cfg.cache_prefix
+        #: The database entries come from: in every entry key's hash (see the module's docstring).
+        self.scope = database_scope(db.url)
         self.default_ttl = float(cfg.cache_ttl or 0)
         self.store: LocalStore | RedisStore = make_store(cfg)
         self.retry_after = RETRY_AFTER_S
@@ -836,7 +862,7 @@ class Cache:
     def _fn_key(self, name: str, args: tuple, kwargs: dict) -> str:
         ctx = current()
         try:
-            h = digest(list(args), sorted(kwargs.items()), ctx.tenant, ctx.tenant_bypass)
+            h = digest(list(args), sorted(kwargs.items()), ctx.tenant, ctx.tenant_bypass, self.scope)
         except TypeError as exc:
             raise ValidationError(f"a cached function's arguments must be JSON-safe values; got one of kind "
                                   f"{exc.args[0]} ({name[3:]})") from None
@@ -986,7 +1012,7 @@ class _Memo:
 
     def _key(self, call: Any, p: Any, params: Mapping[str, Any]) -> str:
         ctx = call.ctx
-        h = digest(p.sql, sorted(params.items()), ctx.tenant, ctx.tenant_bypass)
+        h = digest(p.sql, sorted(params.items()), ctx.tenant, ctx.tenant_bypass, self.cache.scope)
         table = call.binding.table.name
         return self.cache.key(f"{table}:{call.action}:{h}", table)
 

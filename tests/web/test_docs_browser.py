@@ -3,44 +3,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from browser import off_host, requested_urls
 from served import Served
 
 APP = Path(__file__).resolve().parent / "apps" / "rest_app.py"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-if not (CHROMIUM and DRIVER):
-    pytest.skip("Chromium and chromedriver are missing: apt-get install chromium chromium-driver "
-                "(.ci/run installs them)", allow_module_level=True)
+pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser():
-    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium: no usage statistics sent anywhere
-    profile = tempfile.mkdtemp(prefix="df-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_docs_render_offline_and_try_it_out(browser, tmp_path):
@@ -60,3 +35,5 @@ def test_docs_render_offline_and_try_it_out(browser, tmp_path):
         assert "ann@x.test" in body
         loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert loaded and all(u.startswith(app.base) for u in loaded), loaded
+        requested = requested_urls(browser)
+        assert f"{app.base}/docs/assets/swagger-ui-bundle.js" in requested and not off_host(requested), requested
