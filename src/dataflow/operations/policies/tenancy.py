@@ -84,7 +84,7 @@ class Tenancy(Policy):
             call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
         if not call.writes:
             return
-        if call.action in _REFERS and self._references(call.binding):
+        if call.action in _REFERS and _gives(call, [r[0] for r in self._references(call.binding)]):
             call.state["tenant_refs"] = True
             call.in_transaction = True  # checked in the write's transaction, before its statement
         if call.action in _CHANGES and isinstance(call.data, Mapping) and field in call.data:
@@ -133,7 +133,6 @@ class Tenancy(Policy):
             self._builders[field] = build
         return build
 
-    # ------------------------------------------------------------------ in the transaction
     def _references(self, b: Any) -> list[tuple[str, str, Any]]:
         """(field, target as declared, target binding) of each foreign key of ``b`` to a tenant-scoped model."""
         spec = b.spec
@@ -335,6 +334,11 @@ def _check_record(call: Call, field: str, tenant: str, row: Mapping, index: int 
         raise TenantError(f"{where}{call.model} {_label(call)} refused: the record names another tenant in "
                           f"{field}; records are stored for the current tenant only (leave {field} out)",
                           model=call.model)
+
+
+def _gives(call: Call, fields: list[str]) -> bool:
+    """True when the write's data gives a value to one of ``fields``."""
+    return bool(fields) and any(row.get(f) is not None for row in _written(call) for f in fields)
 
 
 def _written(call: Call) -> list[Mapping]:
