@@ -11,7 +11,7 @@ import asyncio
 import re
 import logging
 import threading
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +20,8 @@ from kailash.workflow.builder import WorkflowBuilder
 
 from dataflow import DataFlow, Field
 from dataflow.core.engine import parse_url
-from dataflow.errors import DuplicateKeyError, MigrationError, NotFoundError, TenantError, ValidationError
+from dataflow.errors import (DuplicateKeyError, ForeignKeyError, MigrationError, NotFoundError, TenantError,
+                             ValidationError)
 
 TENANTS = ("acme", "globex")
 
@@ -230,6 +231,73 @@ def test_writes_never_reach_the_other_tenant(tdb, db_url):
     globex = raw(db_url, "SELECT name, score, active FROM users WHERE tenant_id = 'globex' ORDER BY id")
     assert [(n, s, bool(a)) for n, s, a in globex] == [  # a bulk upsert writes whole records (defaults too)
         ("globex a2", 5, False), ("globex b2", 0, False), ("globex c", 0, False), ("globex e", 0, True)]
+
+
+def test_a_record_never_refers_to_another_tenants_record(tdb, db_url):
+    """A foreign key naming the other tenant's record is refused like one naming no record at all: the
+    database's own constraint knows no tenant (and the other tenant's deletes would cascade into ours)."""
+    db = tdb
+    before = raw(db_url, "SELECT id, title, author_id, tenant_id FROM posts ORDER BY id")
+    with db.tenant("acme"):
+        attempts = {
+            "create": lambda u: db.create("Post", title="x", author_id=u),
+            "update": lambda u: db.update("Post", 1, {"author_id": u}),
+            "bulk update": lambda u: db.bulk_update("Post", {"id": 1}, {"author_id": u}),
+            "upsert": lambda u: db.upsert("Post", {"id": 1}, {"author_id": u}),
+            "upsert creating": lambda u: db.upsert("Post", {"id": 50}, create={"title": "x", "author_id": u}),
+            "bulk create": lambda u: db.bulk_create("Post", [{"title": "ok", "author_id": 2},
+                                                             {"title": "x", "author_id": u}]),
+            "bulk create skipping": lambda u: db.bulk_create("Post", [{"title": "x", "author_id": u}],
+                                                             on_conflict="skip"),
+            "bulk upsert": lambda u: db.bulk_upsert("Post", [{"id": 1, "title": "x", "author_id": u}]),
+        }
+        for name, attempt in attempts.items():
+            said = set()
+            for user in (3, 4, 10_000):  # globex's users, and no user at all: the same refusal
+                with pytest.raises(ForeignKeyError) as exc:
+                    attempt(user)
+                assert (exc.value.model, exc.value.field) == ("Post", "author_id"), name
+                said.add(exc.value.message)
+            assert len(said) == 1, (name, said)
+            assert re.fullmatch(r"Post [a-z ]+ refused: Post\.author_id must be the id of an existing User "
+                                r"\(no User has that id\)", said.pop()), name
+        node = run(("PostCreateNode", "create", {"title": "x", "author_id": 3}))["create"]
+        assert "ForeignKeyError: Post create refused: Post.author_id must be the id of an existing User" \
+            in node["error"]
+        # the tenant's own records are referred to as before
+        mine = db.create("Post", title="mine", author_id=2)
+        assert db.update("Post", mine["id"], {"author_id": 1})["author_id"] == 1
+        assert db.bulk_create("Post", [{"title": "more", "author_id": 2}])["inserted"] == 1
+        db.delete("Post", mine["id"])
+        db.bulk_delete("Post", {"title": "more"})
+    assert raw(db_url, "SELECT id, title, author_id, tenant_id FROM posts ORDER BY id") == before
+    assert raw(db_url, "SELECT COUNT(*) FROM posts p JOIN users u ON p.author_id = u.id "
+                       "WHERE p.tenant_id <> u.tenant_id") == [(0,)]
+
+
+def test_records_written_together_may_refer_to_each_other(db_url):
+    with DataFlow(db_url, multi_tenant=True) as db:
+        @db.model
+        class Folder:
+            title: str
+            parent_id: Annotated[Optional[int], Field(references="Folder")] = None
+
+        with db.tenant("acme"):
+            db.bulk_create("Folder", [{"id": 1, "title": "root"}, {"id": 2, "title": "docs", "parent_id": 1}])
+            assert db.create("Folder", id=3, title="self", parent_id=3)["parent_id"] == 3
+            db.bulk_upsert("Folder", [{"id": 4, "title": "a", "parent_id": 1}, {"id": 5, "title": "b",
+                                                                                   "parent_id": 4}])
+        with db.tenant("globex"):
+            db.create("Folder", id=10, title="theirs")
+            with pytest.raises(ForeignKeyError):
+                db.bulk_create("Folder", [{"title": "x", "parent_id": 2}])
+            # a record the load names but skips (the other tenant's key) is not the load's own
+            with pytest.raises(ForeignKeyError):
+                db.bulk_create("Folder", [{"id": 1, "title": "x"}, {"id": 11, "title": "y", "parent_id": 1}],
+                               on_conflict="skip")
+            assert db.count("Folder") == 1
+        with db.tenant("acme"):
+            assert db.count("Folder", {"parent_id": {"$ne": None}}) == 4
 
 
 def run(*nodes):

@@ -13,6 +13,12 @@ layer from the ``tenant_header`` of a request. For each call on a model with a t
   stored for that tenant nor silently re-stamped; changing the tenant field is refused (a record never
   moves to another tenant); a bulk load that names the primary key of another tenant's record is
   refused before its INSERT (MySQL's ``ON DUPLICATE KEY`` would otherwise change that record);
+- a record never refers to another tenant's record: before a write's statement, the keys its data
+  gives for foreign keys to tenant-scoped models must be records of the current tenant (read with a
+  share lock, so they stay until the write commits), else ``ForeignKeyError``, the same error as a
+  reference to a record that does not exist (a tenant cannot tell the other's records from none).
+  Without it, the database's foreign key (which knows no tenant) would accept the link, and the other
+  tenant's deletes would then cascade into, or be blocked by, this tenant's records;
 - ``with db.tenant(None, bypass=True):`` (admin jobs, migrations) adds no condition; creates must then
   name the tenant of each record. Entering it is logged at WARNING with the actor.
 """
@@ -26,7 +32,7 @@ from typing import Any, Iterator, Mapping
 
 import sqlalchemy as sa
 
-from ...errors import TenantError, ValidationError
+from ...errors import ForeignKeyError, TenantError, ValidationError
 from ..call import Call, Condition
 from ..context import Context, current, scope
 from ..policy import Policy
@@ -37,6 +43,8 @@ log = logging.getLogger("dataflow.tenancy")
 _KEYED_LOADS = frozenset({"bulk_create", "bulk_upsert"})
 #: Writes that change existing records (their data must not move them to another tenant).
 _CHANGES = frozenset({"update", "bulk_update", "upsert"})
+#: Writes whose data may give foreign keys (each must name a record of the current tenant).
+_REFERS = frozenset({"create", "update", "upsert", "bulk_create", "bulk_update", "bulk_upsert"})
 
 
 class Tenancy(Policy):
@@ -48,6 +56,7 @@ class Tenancy(Policy):
         self.field = field
         self.header = header      # the web layer reads the tenant from this request header
         self._builders: dict[str, Any] = {}
+        self.db = db              # resolves foreign keys' target models
         #: PostgreSQL row-level security (the second wall), when the instance runs on PostgreSQL.
         self.rls = RowLevelSecurity(db) if db is not None and db.backend == "postgresql" and \
             db.config.tenant_rls else None
@@ -75,6 +84,9 @@ class Tenancy(Policy):
             call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
         if not call.writes:
             return
+        if call.action in _REFERS and _gives(call, [r[0] for r in self._references(call.binding)]):
+            call.state["tenant_refs"] = True
+            call.in_transaction = True  # checked in the write's transaction, before its statement
         if call.action in _CHANGES and isinstance(call.data, Mapping) and field in call.data:
             if call.data[field] != tenant:
                 raise _moved(call, field)
@@ -121,11 +133,70 @@ class Tenancy(Policy):
             self._builders[field] = build
         return build
 
+    def _references(self, b: Any) -> list[tuple[str, str, Any]]:
+        """(field, target as declared, target binding) of each foreign key of ``b`` to a tenant-scoped model."""
+        spec = b.spec
+        if self.db is None or spec is None:
+            return []
+        out = []
+        for f in spec.fields.values():
+            if f.references:
+                target = self.db.binding(f.references, modelled=True)
+                if target.spec is not None and target.spec.tenant:
+                    out.append((f.name, f.references, target))
+        return out
+
     # ------------------------------------------------------------------ in the transaction
     def before_statement(self, call: Call, conn: Any) -> None:
+        if call.state.get("tenant_refs"):
+            self._check_references(call, conn)
+        if call.state.pop("tenant_guard", False):
+            self._guard_keys(call, conn)
+
+    def _check_references(self, call: Call, conn: Any) -> None:
+        """Every foreign key the written data gives names a record of the current tenant."""
+        rows = _written(call)
+        tenant = call.ctx.tenant
+        for field, name, target in self._references(call.binding):
+            codec = target.model_codec
+            keys = set()
+            for row in rows:
+                value = row.get(field)
+                if value is not None:
+                    try:
+                        keys.add(codec.key(value))
+                    except ValidationError:
+                        pass  # the row's own check reports it
+            batch: set = set()
+            if target.table is call.binding.table:  # records of one call may refer to each other
+                pk = target.pk.name
+                for row in rows:
+                    if row.get(pk) is not None:
+                        try:
+                            batch.add(codec.key(row[pk]))
+                        except ValidationError:
+                            pass
+                batch &= keys
+                keys -= batch
+            col = target.table.c[str(target.spec.tenant)]
+            # The words of a reference to no record at all (Operations.explain): nothing tells them apart.
+            refused = ForeignKeyError(f"{call.model} {_label(call)} refused: {call.model}.{field} must be the id of "
+                                      f"an existing {name} (no {name} has that id)", model=call.model, field=field)
+            found = 0
+            for chunk in _chunks(sorted(keys, key=repr), 1000):
+                stmt = sa.select(target.pk).where(target.pk.in_(chunk), col == tenant) \
+                    .with_for_update(read=True, key_share=True)
+                found += len(conn.execute(stmt).all())
+            if found < len(keys):
+                raise refused
+            # Keys the call writes itself: new records, or this tenant's (a skipped one stays the other's).
+            for chunk in _chunks(sorted(batch, key=repr), 1000):
+                stmt = sa.select(sa.func.count()).select_from(target.table).where(target.pk.in_(chunk), col != tenant)
+                if conn.execute(stmt).scalar_one():
+                    raise refused
+
+    def _guard_keys(self, call: Call, conn: Any) -> None:
         """A bulk load naming primary keys: none of them may belong to another tenant's record."""
-        if not call.state.pop("tenant_guard", False):
-            return
         b = call.binding
         if call.action == "bulk_create" and call.options.get("on_conflict") in ("error", "skip"):
             return  # a taken key fails the INSERT or is skipped: nothing changes
@@ -263,6 +334,23 @@ def _check_record(call: Call, field: str, tenant: str, row: Mapping, index: int 
         raise TenantError(f"{where}{call.model} {_label(call)} refused: the record names another tenant in "
                           f"{field}; records are stored for the current tenant only (leave {field} out)",
                           model=call.model)
+
+
+def _gives(call: Call, fields: list[str]) -> bool:
+    """True when the write's data gives a value to one of ``fields``."""
+    return bool(fields) and any(row.get(f) is not None for row in _written(call) for f in fields)
+
+
+def _written(call: Call) -> list[Mapping]:
+    """The records (or changes) a write gives values for: what its foreign keys are read from."""
+    data: Any = call.data
+    if call.action == "bulk_upsert":
+        data = call.state.get("chunk", data)  # checked per chunk, before the chunk's statement
+    if call.action == "upsert":
+        data = [data, call.options.get("new") or {}]
+    if isinstance(data, Mapping):
+        return [data]
+    return [r for r in data or () if isinstance(r, Mapping)]
 
 
 def _moved(call: Call, field: str) -> TenantError:
