@@ -117,7 +117,7 @@ def _cache_cells(t: dict, run: dict[str, float]) -> tuple[str, str, str, str]:
     path, extra = t["path"], t.get("extra") or {}
     if t["case"] == "hitrate":
         rate, stale = extra.get("hit_rate", 0.0), extra.get("stale", 0)
-        if path != "same":  # writes elsewhere: the ceiling of this workload, for information
+        if path == "other":  # writes elsewhere: the ceiling of this workload, for information
             return f"{rate:.2f}", "hit rate", "", "info"
         ok = rate > HIT_RATE and stale == 0
         return f"{rate:.2f}", "hit rate", f">{HIT_RATE:.2f}, 0 stale", "PASS" if ok else "MISS"

@@ -136,9 +136,9 @@ def backend():
     return "sqlite"
 
 
-def _vkey(prefix: str, table: str) -> str:
-    """A table's version key as the cluster store lays it out (the layout is asserted on below)."""
-    return f"{prefix}v:{table}{{{prefix}{table}}}"
+def _vkey(prefix: str, token: str, table: str | None = None) -> str:
+    """A token's version key as the cluster store lays it out (the layout is asserted on below): in its table's slot."""
+    return f"{prefix}v:{token}{{{prefix}{table or token}}}"
 
 
 @pytest.fixture
@@ -199,14 +199,18 @@ def test_cached_reads_hit_and_each_tables_keys_share_its_slot(make, cluster, spr
     posts_node, tags_node = cluster.owner(_vkey(spread, "posts")), cluster.owner(_vkey(spread, "tags"))
     posts = [k for k in keys[posts_node] if k.startswith((f"{spread}e:posts:", f"{spread}v:posts"))]
     tags = [k for k in keys[tags_node] if k.startswith((f"{spread}e:tags:", f"{spread}v:tags"))]
-    assert len(posts) == 5 and len(tags) == 2  # four entries and a version; one entry and a version
+    # four entries, the table's token and its wide token (the migration that made the table, the bulk
+    # seed); one entry, the table's, wide and the created record's row token (a one-record write)
+    assert len(posts) == 6 and len(tags) == 4
+    assert {k for k in posts if "|" in k} == {_vkey(spread, "posts|wide", "posts")}
+    assert sorted(k.split("{")[0] for k in tags if "|" in k) == [f"{spread}v:tags|r:1", f"{spread}v:tags|wide"]
     # A table's entries live in its version key's slot (the read's check-and-store is one Lua call) ...
     for group in (posts, tags):
         assert len({int(cluster.node(cluster.ports[0]).cluster("KEYSLOT", k)) for k in group}) == 1
     # ... different tables on different primaries, and a function's entry in a slot of its own name.
     fn = [k for ks in keys.values() for k in ks if k.startswith(f"{spread}e:fn:")]
     assert len(fn) == 1 and fn[0].endswith("{%sfn:%s}" % (spread, f"{__name__}._summary.<locals>.summary"))
-    assert sum(len(ks) for ks in keys.values()) == 8  # and nothing else
+    assert sum(len(ks) for ks in keys.values()) == 11  # and nothing else (6 + 4 + the function)
 
 
 def test_a_prefix_with_a_hash_tag_puts_the_whole_cache_in_one_slot(make, cluster):
@@ -221,7 +225,7 @@ def test_a_prefix_with_a_hash_tag_puts_the_whole_cache_in_one_slot(make, cluster
     owner = cluster.owner(prefix)
     assert {p for p, ks in keys.items() if ks} == {owner}
     slots = {int(cluster.node(owner).cluster("KEYSLOT", k)) for k in keys[owner]}
-    assert slots == {key_slot(prefix.encode())} and len(keys[owner]) == 5  # 3 entries, 2 versions
+    assert slots == {key_slot(prefix.encode())} and len(keys[owner]) == 7  # 3 entries, 4 tokens (each table's and its wide one)
 
 
 # ---------------------------------------------------------------- invalidation
@@ -303,7 +307,7 @@ def test_pattern_invalidation_clear_and_stats_reach_every_primary(make, cluster,
     assert db.cache.clear() == 3
     assert db.cache.stats()["entries"] == 0 and nodes() == set()
     versions = {k for ks in cluster.keys(spread).values() for k in ks}
-    assert versions == {_vkey(spread, "posts"), _vkey(spread, "tags")}  # entries went, versions stay
+    assert {v for v in versions if "|" not in v} == {_vkey(spread, "posts"), _vkey(spread, "tags")}  # tokens stay
 
 
 # ---------------------------------------------------------------- settings

@@ -12,6 +12,14 @@ and treats any difference as a miss. So an entry computed from a table that chan
 during or after the query is never served after the change's commit; entries are not hunted
 down on writes, they stop matching.
 
+Reads by primary key are finer: such an entry records two tokens of its table instead, the
+table's *wide* token and its *row* token (``<table>|wide``, ``<table>|r:<key>``). A write that
+knows the keys it changed (create, update, delete, upsert: one record each) replaces the table
+token and those rows' tokens; every other change (bulk operations, a write whose outcome is
+unknown, a migration, ``invalidate_table``) replaces the table and wide tokens. So a read by id
+stays cached while other records change, and goes stale when its own record (or the table
+wholesale) does: on a read-mostly table, updates of some rows leave the other rows' entries hits.
+
 A cached function's tables are detected: the calls planned while it runs (every door ends in a
 planned call) record their tables and current tokens; ``tables=[...]`` adds tables its own SQL
 touches outside DataFlow.
@@ -78,6 +86,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from .errors import SettingError, ValidationError
+from .operations.call import MISSING as MISSING_ID
 from .operations.context import current
 
 if TYPE_CHECKING:
@@ -523,7 +532,8 @@ class ClusterStore(RedisStore):
         return "{" + (self.prefix + group).replace("{", "").replace("}", "") + "}"
 
     def _v(self, table: str) -> str:
-        return f"{self.prefix}v:{table}{self._tag(table)}"
+        # A table's tokens (its own, its wide and row tokens: "users|r:5") share the table's slot.
+        return f"{self.prefix}v:{table}{self._tag(table.partition('|')[0])}"
 
     def place(self, key: str, group: str) -> str:
         return key + self._tag(group)
@@ -774,6 +784,14 @@ class Cache:
     def bump(self, tables: Iterable[str]) -> None:
         """Make every entry computed from ``tables`` stale (writes call this when they commit)."""
         tables = set(tables)
+        self._bump(tables | {wide_token(t) for t in tables})
+
+    def bump_rows(self, table: str, keys: Iterable[Any]) -> None:
+        """A write that changed exactly the records ``keys`` of ``table``: entries of other reads by
+        primary key stay current; every other entry of the table goes stale."""
+        self._bump({table, *(row_token(table, k) for k in keys)})
+
+    def _bump(self, tables: set[str]) -> None:
         if not self._available():
             if not self.store.partial:
                 self._postpone(tables)
@@ -1004,6 +1022,28 @@ def track(call: Any, cache: Cache) -> None:
         tracked.update(found)
 
 
+def wide_token(table: str) -> str:
+    """The token of every change to ``table`` whose records are not known one by one."""
+    return f"{table}|wide"
+
+
+def row_token(table: str, key: Any) -> str:
+    """The token of one record of ``table`` (by primary key)."""
+    return f"{table}|r:{key}"
+
+
+def _tokens(call: Any) -> list[str]:
+    """The tokens a cached read depends on: a read by primary key, its row's and the table's wide one."""
+    table = call.binding.table.name
+    if call.action == "read" and call.id is not MISSING_ID:
+        try:
+            key = call.binding.model_codec.key(call.id)
+        except Exception:  # the read itself reports a bad key
+            return [table]
+        return [wide_token(table), row_token(table, key)]
+    return [table]
+
+
 class _Memo:
     """What the executor consults for a cacheable read: look-up before the statement, store after."""
 
@@ -1021,7 +1061,7 @@ class _Memo:
             key = self._key(call, p, params)
         except TypeError:  # a bound value the codec does not know: run uncached
             return None, None
-        value, versions = self.cache.fetch(key, [call.binding.table.name])
+        value, versions = self.cache.fetch(key, _tokens(call))
         if value is not MISS:
             return value, None
         return None, (key, versions)

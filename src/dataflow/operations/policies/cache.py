@@ -8,7 +8,8 @@ the block's own uncommitted writes). While a ``@cached`` function runs, every pl
 its table as a dependency of the function.
 
 ``after_commit``: a write (any of the eight write actions, through any door) replaces its table's
-version token: inside ``db.transaction()`` that happens when the outer block commits. ``failed``
+version token, and a one-record write also its record's row token (reads by primary key depend on
+those, see ``dataflow.cache``): inside ``db.transaction()`` that happens when the outer block commits. ``failed``
 does the same for writes: a write whose outcome is unknown (a connection lost during COMMIT) must
 not leave entries that might be stale.
 """
@@ -46,8 +47,24 @@ class CachePolicy(Policy):
 
     def after_commit(self, call: Call, result: Any, elapsed: float) -> None:
         if call.writes:
-            self.cache.bump([call.binding.table.name])
+            keys = _changed_keys(call, result)
+            if keys is None:
+                self.cache.bump([call.binding.table.name])
+            else:
+                self.cache.bump_rows(call.binding.table.name, keys)
 
     def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
         if call.writes:
             self.cache.bump([call.binding.table.name])
+
+
+def _changed_keys(call: Call, result: Any) -> list[Any] | None:
+    """The primary keys a one-record write changed (from its result); None when not known one by one."""
+    pk = call.binding.pk.name
+    if call.action in ("create", "update"):  # the record after the change (None: nothing matched)
+        return [] if result is None else [result[pk]] if isinstance(result, dict) and pk in result else None
+    if call.action == "delete":  # the key deleted (None: nothing matched)
+        return [] if result is None else [result]
+    if call.action == "upsert" and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+        return [result[1][pk]] if pk in result[1] else None
+    return None
