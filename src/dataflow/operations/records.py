@@ -98,8 +98,34 @@ class RecordOperations(RelationOperations):
         self._needs_target(call)
         return self.executor.run(call, lambda c: self._update(c, raise_on_not_found))
 
+    def _one_statement(self, call: Call, returning: bool) -> bool:
+        """A change by primary key that no policy needs to see inside its transaction (nor versioned):
+        one ``UPDATE``/``DELETE ... WHERE id = :id AND <scope> RETURNING`` finds, changes and returns the
+        record, instead of lock, change and read back. It matches one record at most (the key), so
+        it is atomic on its own and takes the executor's fast path like a create."""
+        return returning and call.id is not MISSING and not call.in_transaction and "versioned" not in call.state
+
+    def _returning(self, call: Call, key: tuple, build, values: Mapping[str, Any], raise_on_not_found: bool):
+        """Run the one-statement change ``build()`` (prepared per shape ``key``); its record, or None."""
+        b = call.binding
+        where = self._where(call)
+        p = self.executor.prepared(b, (*key, where.key), lambda: build(where))
+        rows = self.executor.execute(call, p, {**where.params, **values})
+        if not rows:
+            if raise_on_not_found:
+                raise self._missing(call)
+            return None
+        call.state["key"] = rows[0][b.pk.name]
+        return rows[0]
+
     def _update(self, call: Call, raise_on_not_found: bool) -> dict | None:
         b = call.binding
+        if self._one_statement(call, self.db.engine.dialect.update_returning) and not any(
+                isinstance(v, sa.sql.ClauseElement) for v in call.data.values()):
+            names = tuple(sorted(call.data))
+            return self._returning(call, ("update-returning", names), lambda where: sa.update(b.table).where(
+                *where.clauses()).values({n: sa.bindparam(f"df_set_{n}", type_=b.table.c[n].type) for n in names})
+                .returning(*b.table.columns), {f"df_set_{n}": call.data[n] for n in names}, raise_on_not_found)
         where = self._where(call)
         with self.executor.transaction(call) as conn:
             key = self._one_key(conn, call, where, raise_on_not_found)
@@ -121,6 +147,16 @@ class RecordOperations(RelationOperations):
 
     def _delete(self, call: Call, raise_on_not_found: bool) -> Any:
         b = call.binding
+        soft = bool(call.state.get("soft_delete"))
+        if self._one_statement(call, self.db.engine.dialect.update_returning if soft
+                               else self.db.engine.dialect.delete_returning):
+            def build(where) -> Any:
+                stmt = sa.update(b.table).values(deleted_at=sa.bindparam("df_now", type_=b.table.c.deleted_at.type)) \
+                    if soft else sa.delete(b.table)
+                return stmt.where(*where.clauses()).returning(b.pk)
+            row = self._returning(call, ("delete-returning", soft), build,
+                                  {"df_now": datetime.now(UTC)} if soft else {}, raise_on_not_found)
+            return None if row is None else row[b.pk.name]
         where = self._where(call)
         with self.executor.transaction(call) as conn:
             key = self._one_key(conn, call, where, raise_on_not_found)
