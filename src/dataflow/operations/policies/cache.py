@@ -52,10 +52,19 @@ class CachePolicy(Policy):
                 self.cache.bump([call.binding.table.name])
             else:
                 self.cache.bump_rows(call.binding.table.name, keys)
+            self._cascaded(call)
 
     def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
         if call.writes:
             self.cache.bump([call.binding.table.name])
+            self._cascaded(call)
+
+    def _cascaded(self, call: Call) -> None:
+        """A (hard) delete also changes the tables whose foreign keys say ON DELETE CASCADE / SET NULL."""
+        if call.action in ("delete", "bulk_delete") and not call.state.get("soft_delete"):
+            tables = _referring(call.binding.table)
+            if tables:
+                self.cache.bump(tables)
 
 
 def _changed_keys(call: Call, result: Any) -> list[Any] | None:
@@ -68,3 +77,19 @@ def _changed_keys(call: Call, result: Any) -> list[Any] | None:
     if call.action == "upsert" and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
         return [result[1][pk]] if pk in result[1] else None
     return None
+
+
+def _referring(table: Any) -> list[str]:
+    """Tables a delete from ``table`` changes through the database's ON DELETE actions, transitively."""
+    out: list[str] = []
+    todo = [table]
+    while todo:
+        target = todo.pop()
+        for other in target.metadata.tables.values():
+            if other.name in out or other is table:
+                continue
+            if any(fk.column.table is target and (fk.ondelete or "").upper() in ("CASCADE", "SET NULL", "SET DEFAULT")
+                   for fk in other.foreign_keys):
+                out.append(other.name)
+                todo.append(other)
+    return out
