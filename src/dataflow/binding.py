@@ -34,6 +34,16 @@ class Binding:
     constraints: dict[str, str] = field(default_factory=dict)  # constraint name -> field
     statements: dict[Any, Any] = field(default_factory=dict)   # cached statements by shape
     _encoder: Any = field(default=None, repr=False)
+    _partitions: Any = field(default=None, repr=False)
+
+    @property
+    def partitions(self) -> frozenset[str]:
+        """Fields the query cache partitions on (``cache.partition_fields``), computed once."""
+        if self._partitions is None:
+            from .cache import partition_fields
+
+            self._partitions = partition_fields(self)
+        return self._partitions
 
     @property
     def encoder(self) -> Callable[[Mapping[str, Any]], dict]:

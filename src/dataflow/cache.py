@@ -85,6 +85,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
+
 from .errors import SettingError, ValidationError
 from .operations.call import MISSING as MISSING_ID
 from .operations.context import current
@@ -97,6 +99,19 @@ log = logging.getLogger("dataflow.cache")
 #: Seconds between attempts to reach Redis again after it failed.
 RETRY_AFTER_S = 1.0
 _TAG = "__df__"
+#: Row and partition tokens (one per record or value written) expire after this long, so the store
+#: does not grow with the data; an expired token only turns its entries into misses (never stale).
+FINE_TOKEN_TTL_MS = 6 * 3600 * 1000
+#: The in-process store forgets its row and partition tokens past this many tokens (same effect).
+FINE_TOKENS_MAX = 200_000
+
+
+def _fine(token: str) -> bool:
+    return "|r:" in token or "|p:" in token
+
+
+def _token_px(token: str) -> int | None:
+    return FINE_TOKEN_TTL_MS if _fine(token) else None
 
 
 # ---------------------------------------------------------------------- values <-> bytes
@@ -251,9 +266,26 @@ class LocalStore:
     def close(self) -> None:
         pass
 
+    def _current(self, tables: Iterable[str]) -> dict[str, str]:
+        """Current tokens (the lock held); a table without one gets one."""
+        versions = self._versions
+        out = {}
+        for t in tables:
+            v = versions.get(t)
+            if v is None:
+                if len(versions) > FINE_TOKENS_MAX:
+                    self._trim()
+                    versions = self._versions
+                v = versions[t] = uuid.uuid4().hex
+            out[t] = v
+        return out
+
+    def _trim(self) -> None:
+        self._versions = {t: v for t, v in self._versions.items() if not _fine(t)}
+
     def versions(self, tables: Iterable[str]) -> dict[str, str]:
         with self._lock:
-            return {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
+            return self._current(tables)
 
     def get(self, key: str, tables: Iterable[str] = ()) -> tuple[tuple[dict, Any] | None, dict[str, str]]:
         with self._lock:
@@ -264,7 +296,7 @@ class LocalStore:
                     entry = None
                 else:
                     self._entries.move_to_end(key)
-            return (entry[1] if entry else None), {t: self._versions.setdefault(t, uuid.uuid4().hex) for t in tables}
+            return (entry[1] if entry else None), self._current(tables)
 
     def put_if(self, key: str, value: Any, payload: bytes, ttl: float, expected: Mapping[str, str]) -> bool:
         with self._lock:
@@ -284,6 +316,8 @@ class LocalStore:
 
     def bump(self, tables: Iterable[str], avoid: float = 0.0) -> None:
         with self._lock:
+            if len(self._versions) > FINE_TOKENS_MAX:
+                self._trim()
             for t in tables:
                 self._versions[t] = uuid.uuid4().hex
 
@@ -357,7 +391,7 @@ class RedisStore:
         out = {}
         for t, v in zip(tables, found):
             if v is None:
-                self.client.set(self._v(t), uuid.uuid4().hex, nx=True)
+                self.client.set(self._v(t), uuid.uuid4().hex, nx=True, px=_token_px(t))
                 v = self.client.get(self._v(t))
             out[t] = v.decode() if isinstance(v, bytes) else v
         return out
@@ -386,7 +420,7 @@ class RedisStore:
         with self._guard():
             pipe = self.client.pipeline(transaction=False)
             for t in tables:
-                pipe.set(self._v(t), uuid.uuid4().hex)
+                pipe.set(self._v(t), uuid.uuid4().hex, px=_token_px(t))
             pipe.execute()
 
     def _scan(self, pattern: str) -> Iterator[bytes]:
@@ -628,7 +662,7 @@ class ClusterStore(RedisStore):
                 what = what or "node down"
                 continue
             try:
-                client.set(key, uuid.uuid4().hex)
+                client.set(key, uuid.uuid4().hex, px=_token_px(t))
             except self._errors as exc:
                 self._failed_at[node] = time.monotonic()
                 failed.add(t)
@@ -786,10 +820,11 @@ class Cache:
         tables = set(tables)
         self._bump(tables | {wide_token(t) for t in tables})
 
-    def bump_rows(self, table: str, keys: Iterable[Any]) -> None:
-        """A write that changed exactly the records ``keys`` of ``table``: entries of other reads by
-        primary key stay current; every other entry of the table goes stale."""
-        self._bump({table, *(row_token(table, k) for k in keys)})
+    def bump_rows(self, table: str, keys: Iterable[Any], parts: Iterable[tuple[str, Any]] = ()) -> None:
+        """A write that changed exactly the records ``keys`` of ``table``, whose partition values (before
+        and after the change) are ``parts``: entries of reads by other keys or of other partitions stay
+        current; every other entry of the table goes stale."""
+        self._bump({table, *(row_token(table, k) for k in keys), *(partition_token(table, f, v) for f, v in parts)})
 
     def _bump(self, tables: set[str]) -> None:
         if not self._available():
@@ -1032,8 +1067,60 @@ def row_token(table: str, key: Any) -> str:
     return f"{table}|r:{key}"
 
 
+#: Field types whose equality in a filter pins a partition: Python's equality and ``repr`` of these
+#: are the database's (case-sensitive strings everywhere, CONVENTIONS.md), so a read's value and a
+#: written record's value name the same token exactly when they are equal.
+PARTITION_TYPES = frozenset({int, str, bool, uuid.UUID})
+
+
+def partition_token(table: str, field: str, value: Any) -> str:
+    """The token of the records of ``table`` whose ``field`` equals ``value``."""
+    return f"{table}|p:{field}:{hashlib.blake2b(repr(value).encode(), digest_size=10).hexdigest()}"
+
+
+def partition_fields(b: Any) -> frozenset[str]:
+    """The fields of binding ``b`` the cache partitions on: the key fields reads are usually pinned by
+    (primary key, unique fields, foreign keys, fields with an index of their own), of a partition type.
+    A write that changes one of these without knowing its value before makes the table's wide token move."""
+    spec = b.spec
+    if spec is None:
+        return frozenset()
+    table = b.table
+    keyed = {c.name for c in table.primary_key.columns} | {fk.parent.name for fk in table.foreign_keys}
+    keyed |= {next(iter(i.columns)).name for i in table.indexes if len(i.columns) == 1}
+    keyed |= {next(iter(c.columns)).name for c in table.constraints
+              if isinstance(c, sa.UniqueConstraint) and len(c.columns) == 1}
+    keyed |= {n for n, f in spec.fields.items() if f.unique}
+    return frozenset(n for n in keyed if n in spec.fields and spec.fields[n].pytype in PARTITION_TYPES)
+
+
+def partitions_of(b: Any, record: Mapping[str, Any]) -> list[tuple[str, Any]] | None:
+    """The (field, value) partitions ``record`` is in; None when one cannot be named exactly."""
+    out = []
+    for name in b.partitions:
+        if name not in record:
+            return None
+        value = record[name]
+        if value is not None and type(value) is not b.spec.fields[name].pytype:
+            return None
+        out.append((name, value))
+    return out
+
+
+def _pinned(b: Any, filter: Any) -> tuple[str, Any] | None:
+    """A (field, value) the filter requires by plain top-level equality on a partition field; else None."""
+    if not isinstance(filter, Mapping) or not b.partitions:
+        return None
+    for name in sorted(k for k in filter if isinstance(k, str) and k in b.partitions):
+        value = filter[name]
+        if value is None or type(value) is b.spec.fields[name].pytype:
+            return name, value
+    return None
+
+
 def _tokens(call: Any) -> list[str]:
-    """The tokens a cached read depends on: a read by primary key, its row's and the table's wide one."""
+    """The tokens a cached read depends on: by primary key, its row's; with a plain equality on a
+    partition field, that partition's; each with the table's wide token. Otherwise the table's."""
     table = call.binding.table.name
     if call.action == "read" and call.id is not MISSING_ID:
         try:
@@ -1041,6 +1128,10 @@ def _tokens(call: Any) -> list[str]:
         except Exception:  # the read itself reports a bad key
             return [table]
         return [wide_token(table), row_token(table, key)]
+    if call.action in ("read", "list", "count"):
+        pinned = _pinned(call.binding, call.filter)
+        if pinned is not None:
+            return [wide_token(table), partition_token(table, *pinned)]
     return [table]
 
 

@@ -16,7 +16,7 @@ not leave entries that might be stale.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..call import Call
 from ..policy import Policy
@@ -47,11 +47,11 @@ class CachePolicy(Policy):
 
     def after_commit(self, call: Call, result: Any, elapsed: float) -> None:
         if call.writes:
-            keys = _changed_keys(call, result)
-            if keys is None:
+            changed = _changed(call, result)
+            if changed is None:
                 self.cache.bump([call.binding.table.name])
             else:
-                self.cache.bump_rows(call.binding.table.name, keys)
+                self.cache.bump_rows(call.binding.table.name, *changed)
             self._cascaded(call)
 
     def failed(self, call: Call, error: BaseException, elapsed: float) -> None:
@@ -67,16 +67,38 @@ class CachePolicy(Policy):
                 self.cache.bump(tables)
 
 
-def _changed_keys(call: Call, result: Any) -> list[Any] | None:
-    """The primary keys a one-record write changed (from its result); None when not known one by one."""
-    pk = call.binding.pk.name
-    if call.action in ("create", "update"):  # the record after the change (None: nothing matched)
-        return [] if result is None else [result[pk]] if isinstance(result, dict) and pk in result else None
-    if call.action == "delete":  # the key deleted (None: nothing matched)
-        return [] if result is None else [result]
-    if call.action == "upsert" and isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
-        return [result[1][pk]] if pk in result[1] else None
-    return None
+def _changed(call: Call, result: Any) -> tuple[list[Any], list[tuple[str, Any]]] | None:
+    """What a one-record write changed, from its result: (primary keys, partitions before and after);
+    None when that is not known exactly (the table's wide token moves instead)."""
+    b = call.binding
+    pk = b.pk.name
+    if call.action == "delete":  # the key only: other partition values of the record are not known
+        if result is None:
+            return [], []
+        return ([result], [(pk, result)]) if b.partitions <= {pk} else None
+    if call.action not in ("create", "update", "upsert"):
+        return None
+    record = result
+    if call.action == "upsert":
+        if not (isinstance(result, tuple) and len(result) == 2):
+            return None
+        created, record = result
+        if created:
+            return _of(b, pk, record)
+    if record is None:  # an update that matched nothing changed nothing
+        return [], []
+    if call.action != "create" and isinstance(call.data, Mapping) and b.partitions & set(call.data):
+        return None  # a partition field changed: its value before is not known here
+    return _of(b, pk, record)
+
+
+def _of(b: Any, pk: str, record: Any) -> tuple[list[Any], list[tuple[str, Any]]] | None:
+    from ...cache import partitions_of
+
+    if not isinstance(record, Mapping) or pk not in record:
+        return None
+    parts = partitions_of(b, record)
+    return None if parts is None else ([record[pk]], parts)
 
 
 def _referring(table: Any) -> list[str]:
