@@ -12,13 +12,20 @@ and treats any difference as a miss. So an entry computed from a table that chan
 during or after the query is never served after the change's commit; entries are not hunted
 down on writes, they stop matching.
 
-Reads by primary key are finer: such an entry records two tokens of its table instead, the
-table's *wide* token and its *row* token (``<table>|wide``, ``<table>|r:<key>``). A write that
-knows the keys it changed (create, update, delete, upsert: one record each) replaces the table
-token and those rows' tokens; every other change (bulk operations, a write whose outcome is
-unknown, a migration, ``invalidate_table``) replaces the table and wide tokens. So a read by id
-stays cached while other records change, and goes stale when its own record (or the table
-wholesale) does: on a read-mostly table, updates of some rows leave the other rows' entries hits.
+Reads pinned to part of a table are finer. A read by primary key records two tokens instead of the
+table's: the table's *wide* token and its record's *row* token (``<table>|wide``,
+``<table>|r:<key>``); a read whose filter requires a plain equality on a key field (primary key,
+unique field, foreign key or a field with an index of its own, of type int, str, bool or UUID:
+``{"grp": 3}``) records the wide token and that *partition*'s token (``<table>|p:<field>:<hash>``).
+A write that knows exactly what it changed (create, update, upsert: the record it returns; a
+delete where the key is the only partition field) replaces the table token and the tokens of that
+record's row and partitions. Every other change (a delete, a bulk operation, an update that moves a
+record to another partition, a write whose outcome is unknown, a migration, ``invalidate_table``,
+ON DELETE actions) replaces the table and wide tokens. So on a read-mostly table, pinned reads of
+other records and partitions stay hits while some records change; unpinned reads (and cached
+functions) stay table-wide. Row and partition tokens expire after six hours in Redis (the
+in-process store forgets them past a bound): an expired token turns its entries into misses, never
+into stale answers.
 
 A cached function's tables are detected: the calls planned while it runs (every door ends in a
 planned call) record their tables and current tokens; ``tables=[...]`` adds tables its own SQL
