@@ -38,6 +38,11 @@ SINGLE_ROUND = 100  # single creates run in rounds of this many per path, paths 
 CASES = ("create", "read", "bulk", "list", "workflow10", "cache")
 #: The no-op twins of a generated node (noop.py), as the table names them.
 TWINS = {"noop": "no-op node", "echo": "no-op node, same output", "shell": "DataFlow node, run() no-op"}
+#: The node target's baseline: per operation, the raw driver's statement, then the same-output no-op
+#: node. Measured together, not summed: a database round trip is slower when the client works between
+#: statements (the server process goes idle) than in the raw driver's tight loop, and a node's
+#: statement always runs between SDK work.
+PAIR = "raw, then same-output no-op (interleaved)"
 #: The ten steps of the workflow10 case, in order (one node each).
 WORKFLOW = ("create", "read", "update", "list", "count", "create", "read", "update", "read", "delete")
 WORKFLOW_LIST_LIMIT = 10
@@ -152,6 +157,7 @@ class Bench:
             "raw": raw.create_each,
             "ops": lambda rows: [db.create(MODEL, r) for r in rows],
             **{k: (lambda rows, t=t: [t(r) for r in rows]) for k, t in twins.items()},
+            "pair": lambda rows: [(raw.create_each([r]), twins["echo"](r)) for r in rows],
             "node": lambda rows: [node(r) for r in rows],
         }
         for fn in paths.values():
@@ -165,10 +171,10 @@ class Bench:
             chunk = rows[start:start + SINGLE_ROUND]
             for path, fn in paths.items():
                 times[path] += _timed(fn, chunk)
-        _check(self._count() == 3 * n, "raw, ops and node each insert every record")
+        _check(self._count() == 4 * n, "raw, ops, raw + no-op and node each insert every record")
         raw.truncate()
         returning = "INSERT RETURNING" if raw.returning else "INSERT + SELECT"
-        how = {"raw": f"raw {returning}", "ops": "db.create", **TWINS, "node": f"{MODEL}CreateNode"}
+        how = {"raw": f"raw {returning}", "ops": "db.create", **TWINS, "pair": PAIR, "node": f"{MODEL}CreateNode"}
         return self._timings("create", f"create x{n:,}", n, times, how)
 
     # ---------------------------------------------------------------- (b) read by id
@@ -193,6 +199,7 @@ class Bench:
             "raw": lambda ids: [raw.select(sql, (i,)) for i in ids],
             "ops": lambda ids: [db.read(MODEL, i) for i in ids],
             **{k: (lambda ids, t=t: [t({"id": i}) for i in ids]) for k, t in twins.items()},
+            "pair": lambda ids: [(raw.select(sql, (i,)), twins["echo"]({"id": i})) for i in ids],
             "node": lambda ids: [node({"id": i}) for i in ids],
         }
         for fn in paths.values():
@@ -203,7 +210,7 @@ class Bench:
             for path, fn in paths.items():
                 samples[path].append(_timed(fn, ids))
         raw.truncate()
-        how = {"raw": "raw SELECT by id", "ops": "db.read", **TWINS, "node": f"{MODEL}ReadNode"}
+        how = {"raw": "raw SELECT by id", "ops": "db.read", **TWINS, "pair": PAIR, "node": f"{MODEL}ReadNode"}
         return self._timings("read", f"read by id x{reads:,} of {n:,}", reads, _medians(samples), how)
 
     # ---------------------------------------------------------------- (c) bulk create
@@ -218,6 +225,7 @@ class Bench:
             "raw": raw.bulk_create,
             "ops": lambda rows: db.bulk_create(MODEL, rows),
             **{k: (lambda rows, t=t: t({"data": rows})) for k, t in twins.items()},
+            "pair": lambda rows: (raw.bulk_create(rows), twins["echo"]({"data": rows})),
             "node": lambda rows: node({"data": rows}),
         }
         for fn in paths.values():
@@ -234,7 +242,7 @@ class Bench:
                     _check(self._count() == n, f"{path} inserts every record")
         raw.truncate()
         how = {"raw": "raw COPY" if self.backend == "postgresql" else "raw executemany",
-               "ops": "db.bulk_create", **TWINS, "node": f"{MODEL}BulkCreateNode"}
+               "ops": "db.bulk_create", **TWINS, "pair": PAIR, "node": f"{MODEL}BulkCreateNode"}
         return self._timings("bulk", f"bulk create {n:,}", n, _medians(samples), how)
 
     # ---------------------------------------------------------------- (d) filtered List
@@ -258,6 +266,7 @@ class Bench:
             "raw": lambda k: [raw.select(sql, params) for _ in range(k)],
             "ops": lambda k: [db.list(MODEL, where, limit=LIST_LIMIT) for _ in range(k)],
             **{p: (lambda k, t=t: [t(payload) for _ in range(k)]) for p, t in twins.items()},
+            "pair": lambda k: [(raw.select(sql, params), twins["echo"](payload)) for _ in range(k)],
             "node": lambda k: [node(payload) for _ in range(k)],
         }
         for fn in paths.values():
@@ -267,7 +276,7 @@ class Bench:
             for path, fn in paths.items():
                 samples[path].append(_timed(fn, calls))
         raw.truncate()
-        how = {"raw": "raw SELECT", "ops": "db.list", **TWINS, "node": f"{MODEL}ListNode"}
+        how = {"raw": "raw SELECT", "ops": "db.list", **TWINS, "pair": PAIR, "node": f"{MODEL}ListNode"}
         return self._timings("list", f"list {expected} of {n:,} x{calls:,}", calls, _medians(samples), how)
 
     # ---------------------------------------------------------------- (e) a 10-node workflow
