@@ -174,11 +174,17 @@ class AuditTrail:
         keep = set(fields)
         return [(n, sa.literal_column(f"'{MASK}'") if n in mask else b.table.c[n]) for n in names if n in keep]
 
-    def _changes(self, b: "Binding", data: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        """The SET of an UPDATE as SQL expressions evaluated on the row before it (the values after)."""
+    def _changes(self, b: "Binding", data: Mapping[str, Any]) -> Any:
+        """The SET of an UPDATE as SQL expressions evaluated on the row before it (the values after).
+
+        When no value depends on the row (bound values only, no ``version + 1``), the JSON document
+        is the same for every row: it is built once per statement, as a scalar subquery (an InitPlan
+        on PostgreSQL, a constant subquery on SQLite and MySQL), not once per row.
+        """
         fields, mask = self.audited(b)
         keep = set(fields)
         out: list = []
+        per_row = False
         for i, (name, value) in enumerate(data.items()):
             if name not in keep:
                 continue
@@ -186,9 +192,12 @@ class AuditTrail:
                 out.append((name, sa.literal_column(f"'{MASK}'")))
             elif isinstance(value, sa.sql.ClauseElement):
                 out.append((name, value))
+                per_row = True
             else:
                 out.append((name, self._typed(value, b.table.c[name].type, f"df_audit_v{i}")))
-        return out
+        if not out or per_row:
+            return out
+        return _Once(self._json(out))
 
     def _head(self, call: Call, action: str | None = None) -> dict[str, Any]:
         ctx = call.ctx
@@ -196,7 +205,7 @@ class AuditTrail:
                 "table_name": call.binding.table.name, "tenant": ctx.tenant, "request_id": ctx.request_id}
 
     def insert_select(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any], *,
-                      before: Sequence[tuple[str, Any]] | None, after: Sequence[tuple[str, Any]] | None,
+                      before: Sequence[tuple[str, Any]] | None, after: "Sequence[tuple[str, Any]] | _Once | None",
                       lock: bool = False) -> int:
         """``INSERT INTO dataflow_audit SELECT ... FROM <table> WHERE ...``: one record per row; the count."""
         b, t = call.binding, self.table
@@ -210,7 +219,7 @@ class AuditTrail:
             self._typed(head["tenant"], t.c.tenant.type, "df_audit_tenant"),
             self._typed(head["request_id"], t.c.request_id.type, "df_audit_request"),
             self._json(before or []),
-            self._json(after or []),
+            after.doc.scalar_subquery() if isinstance(after, _Once) else self._json(after or []),
         ).select_from(b.table).where(*where)
         if lock and self.db.backend == "postgresql":
             sel = sel.with_for_update(of=b.table)
@@ -281,6 +290,15 @@ class AuditTrail:
                 "before": normalise(bd, _loads(r["old_values"])), "after": normalise(bd, _loads(r["new_values"])),
             })
         return out
+
+
+class _Once:
+    """A JSON document that is the same for every row of a statement: ``SELECT <doc>``, evaluated once."""
+
+    __slots__ = ("doc",)
+
+    def __init__(self, doc: Any) -> None:
+        self.doc = sa.select(doc)
 
 
 def converter_for_datetime(value: Any) -> datetime:
