@@ -9,10 +9,14 @@ The values are computed by the database: each hook runs one ``INSERT INTO datafl
 SELECT ... FROM <table> WHERE <the rows the write touches>``, whatever the number of rows:
 
 - update / bulk update: before the UPDATE, ``before`` = the changed columns as stored, ``after`` =
-  the UPDATE's own SET expressions evaluated on the same rows (``version + 1`` included); rows are
-  locked (PostgreSQL ``FOR UPDATE``) and the record count must equal the UPDATE's row count, else
-  the operation is rolled back (a row that slipped in between would be changed without a record);
-- delete / bulk delete: before the DELETE, ``before`` = every audited field;
+  the UPDATE's own SET expressions evaluated on the same rows (``version + 1`` included; when no
+  value depends on the row, the ``after`` document is built once per statement); a bulk update locks
+  the rows as it reads them (PostgreSQL ``FOR NO KEY UPDATE``, the UPDATE's own lock, so nobody can
+  change a row between its record and its change) and the record count must equal the UPDATE's row
+  count, else the operation is rolled back (a row that slipped in between would be changed without a
+  record);
+- delete / bulk delete: before the DELETE, ``before`` = every audited field (bulk: rows locked
+  ``FOR UPDATE``, count checked the same way);
 - create / upsert's insert: after the INSERT, ``after`` = every audited field of the new row;
 - bulk create: the affected keys come back from the INSERT (``RETURNING``); one INSERT ... SELECT
   per 1,000 keys;
@@ -206,8 +210,12 @@ class AuditTrail:
 
     def insert_select(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any], *,
                       before: Sequence[tuple[str, Any]] | None, after: "Sequence[tuple[str, Any]] | _Once | None",
-                      lock: bool = False) -> int:
-        """``INSERT INTO dataflow_audit SELECT ... FROM <table> WHERE ...``: one record per row; the count."""
+                      lock: bool = False, key_share: bool = False) -> int:
+        """``INSERT INTO dataflow_audit SELECT ... FROM <table> WHERE ...``: one record per row; the count.
+
+        ``lock`` (PostgreSQL): the rows are locked as they are read, ``FOR UPDATE``, or ``FOR NO KEY
+        UPDATE`` with ``key_share`` (the lock an UPDATE takes itself: a concurrent INSERT of a row that
+        references one of them through a foreign key is not held up)."""
         b, t = call.binding, self.table
         head = self._head(call)
         sel = sa.select(
@@ -222,7 +230,7 @@ class AuditTrail:
             after.doc.scalar_subquery() if isinstance(after, _Once) else self._json(after or []),
         ).select_from(b.table).where(*where)
         if lock and self.db.backend == "postgresql":
-            sel = sel.with_for_update(of=b.table)
+            sel = sel.with_for_update(of=b.table, key_share=key_share)
         stmt = t.insert().from_select(
             ["at", "actor", "action", "table_name", "record_id", "tenant", "request_id", "old_values",
              "new_values"], sel)
@@ -430,7 +438,8 @@ class Audit(Policy):
             else:
                 before, after = self.trail._columns(b, self.trail.audited(b)[0]), None
             call.state["audit_count"] = self.trail.insert_select(conn, call, clauses, params, before=before,
-                                                                 after=after, lock=True)
+                                                                 after=after, lock=True,
+                                                                 key_share=action == "bulk_update")
         elif action == "bulk_upsert":
             call.state["audit_before"] = self._snapshot(conn, call)
         elif action == "bulk_create" and call.state.get("audit_keys") == "range":
