@@ -260,3 +260,81 @@ def test_records_carry_the_tenant_and_a_tenant_reads_its_own_trail(app):
         assert [r["tenant"] for r in app.audit_log()] == ["globex"]
     records = app.audit_log()
     assert [(r["tenant"], r["request_id"]) for r in records] == [("globex", None), ("acme", "req-1")]
+
+
+def test_bulk_update_records_each_rows_own_before_and_the_same_after(app):
+    from dataflow.operations.context import scope
+
+    app.bulk_create("User", [{"name": f"u{i}", "email": f"u{i}@x", "status": f"st{i % 4}", "password_hash": f"h{i}",
+                              "notes": f"n{i}"} for i in range(40)])
+    stored = dict(raw(app, "SELECT id, status FROM users"))
+    with scope(actor="ops", tenant="acme", request_id="r-7"):
+        n = app.bulk_update("User", {"status": {"$in": ["st1", "st2"]}},
+                            {"status": "moved", "password_hash": "h", "notes": "n"})
+    records = trail(app, action="bulk_update")
+    assert n == 20 == len(records) == len({r["record_id"] for r in records})
+    assert {int(r["record_id"]) for r in records} == {k for k, s in stored.items() if s in ("st1", "st2")}
+    for r in records:
+        assert r["before"]["status"] == stored[int(r["record_id"])]
+        assert (r["after"]["status"], r["before"]["password_hash"], r["after"]["password_hash"]) == ("moved", "***", "***")
+        assert set(r["before"]) == set(r["after"]) == {"status", "password_hash", "updated_at"}  # notes: excluded
+        assert (r["actor"], r["tenant"], r["request_id"]) == ("ops", "acme", "r-7")
+    changed = app.read("User", int(records[0]["record_id"]))
+    assert {r["after"]["updated_at"] for r in records} == {changed["updated_at"].isoformat()}
+    assert {r["before"]["updated_at"] for r in records} != {changed["updated_at"].isoformat()}
+
+
+def test_a_bulk_update_that_fails_leaves_neither_change_nor_record(app):
+    app.bulk_create("User", [{"name": f"u{i}", "email": f"u{i}@x"} for i in range(3)])
+    rows = raw(app, "SELECT * FROM users ORDER BY id")
+    count = len(trail(app))
+    with pytest.raises(DuplicateKeyError):  # the records are written first, then the UPDATE fails
+        app.bulk_update("User", {"name": {"$in": ["u0", "u1"]}}, {"email": "same@x"})
+    assert raw(app, "SELECT * FROM users ORDER BY id") == rows
+    assert len(trail(app)) == count
+
+
+def test_audited_bulk_update_in_a_tenant_records_only_that_tenants_rows(db_url):
+    with DataFlow(db_url, multi_tenant=True, audit_log=True) as db:
+        @db.model
+        class Account:
+            owner: str
+            balance: int = 0
+
+        for t in ("acme", "globex"):
+            with db.tenant(t):
+                db.bulk_create("Account", [{"owner": f"{t}{i}", "balance": i} for i in range(5)])
+        with db.tenant("acme"), db.actor("ops"):
+            assert db.bulk_update("Account", {"balance": {"$gte": 2}}, {"balance": 100}) == 3
+        records = db.audit_log(action="bulk_update", limit=None)
+        assert len(records) == 3 and {r["tenant"] for r in records} == {"acme"}
+        assert sorted(r["before"]["balance"] for r in records) == [2, 3, 4]
+        acme = dict(raw(db, "SELECT id, balance FROM accounts WHERE tenant_id = 'acme'"))
+        assert {int(r["record_id"]) for r in records} == {k for k, v in acme.items() if v == 100}
+        assert sorted(b for _, b in raw(db, "SELECT id, balance FROM accounts WHERE tenant_id = 'globex'")) == [
+            0, 1, 2, 3, 4]
+
+
+def test_a_bulk_updates_lock_lets_a_row_referencing_the_records_in(app, backend):
+    """PostgreSQL: the records' rows are locked FOR NO KEY UPDATE (as the UPDATE itself does), so a
+    concurrent INSERT that references one of them through a foreign key is not held up."""
+    if backend != "postgresql":
+        pytest.skip("row lock strengths are PostgreSQL's")
+
+    @app.model
+    class Note:
+        user_id: Annotated[int, Field(references="User")]
+        text: str
+
+    user = app.create("User", name="U", email="u@x")
+    engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
+    try:
+        with app.transaction():
+            assert app.bulk_update("User", {"id": user["id"]}, {"status": "locked"}) == 1
+            with engine.begin() as conn:  # another session; a FOR UPDATE lock would make it wait
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+                conn.exec_driver_sql("INSERT INTO notes (user_id, text, created_at, updated_at) "
+                                     "VALUES (%(u)s, 'hi', now(), now())", {"u": user["id"]})
+    finally:
+        engine.dispose()
+    assert [n["text"] for n in app.list("Note")] == ["hi"]
