@@ -4,9 +4,10 @@ Each ratio is stated in its target's own terms (the issue's):
 
 * operations layer, bulk create: its rows/s over the raw driver's rows/s, at least 0.80;
 * operations layer, single creates, reads by id and List: its time over the raw driver's, at most 1.30;
-* node path: its time over (raw driver + a no-op node fed the same payload and returning the
-  generated node's own output), at most 1.25: the SDK walks every value a node returns, so the
-  baseline carries the same output (for List, 100 records).
+* node path: its time over the raw driver's statement followed, per operation, by a no-op node
+  fed the same payload and returning the generated node's own output (suite.PAIR), at most 1.25:
+  the SDK walks every value a node returns, so the baseline carries the same output (for List,
+  100 records), and the two run interleaved as a node's statement does (README).
 
 Two more twins for information (noop.py): a plain no-op node returning ``{"success": True}``,
 whose ratio column shows node / (raw + it); and the generated node class with ``run`` replaced
