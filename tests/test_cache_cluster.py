@@ -201,17 +201,19 @@ def test_cached_reads_hit_and_each_tables_keys_share_its_slot(make, cluster, spr
     posts = [k for k in keys[posts_node] if k.startswith((f"{spread}e:posts:", f"{spread}v:posts"))]
     tags = [k for k in keys[tags_node] if k.startswith((f"{spread}e:tags:", f"{spread}v:tags"))]
     # four entries, the table's token and its wide token (the migration that made the table, the bulk
-    # seed); one entry, the table's, wide and the created record's row token (a one-record write)
-    assert len(posts) == 6 and len(tags) == 4
+    # seed); one entry, the table's, wide and the created record's row and partition (its id) tokens
+    assert len(posts) == 6 and len(tags) == 5
     assert {k for k in posts if "|" in k} == {_vkey(spread, "posts|wide", "posts")}
-    assert sorted(k.split("{")[0] for k in tags if "|" in k) == [f"{spread}v:tags|r:1", f"{spread}v:tags|wide"]
+    fine = sorted(k.split("{")[0][len(f"{spread}v:"):] for k in tags if "|" in k)
+    assert [f.split(":")[0] if f.startswith("tags|p:") else f for f in fine] == ["tags|p", "tags|r:1", "tags|wide"], fine
+    assert fine[0].startswith("tags|p:id:")
     # A table's entries live in its version key's slot (the read's check-and-store is one Lua call) ...
     for group in (posts, tags):
         assert len({int(cluster.node(cluster.ports[0]).cluster("KEYSLOT", k)) for k in group}) == 1
     # ... different tables on different primaries, and a function's entry in a slot of its own name.
     fn = [k for ks in keys.values() for k in ks if k.startswith(f"{spread}e:fn:")]
     assert len(fn) == 1 and fn[0].endswith("{%sfn:%s}" % (spread, f"{__name__}._summary.<locals>.summary"))
-    assert sum(len(ks) for ks in keys.values()) == 11  # and nothing else (6 + 4 + the function)
+    assert sum(len(ks) for ks in keys.values()) == 12  # and nothing else (6 + 5 + the function)
 
 
 def test_a_prefix_with_a_hash_tag_puts_the_whole_cache_in_one_slot(make, cluster):
