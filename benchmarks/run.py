@@ -86,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     failed = False
     spawn = multiprocessing.get_context("spawn")
-    runs = [(suite.run_backend, asdict(opts)) if opts.cases else None,
+    # Each case of the suite in a process of its own too: what one case leaves on the heap (the bulk
+    # case's 100,000-row payloads, runtimes, twins) would otherwise tax the next one's timings
+    # through the garbage collector.
+    runs = [*((suite.run_backend, {**asdict(opts), "cases": (case,)}) for case in opts.cases),
             (queries.run_backend, asdict(query_opts)) if query_opts.cases else None,
             (hitrate.run_backend, asdict(hit_opts)) if hit_opts.cases else None]
     for backend in args.backends:
         print(f"  {backend} ...", flush=True)
         for run_backend, options in filter(None, runs):
-            # A fresh process per backend and suite: no engine, registry or runtime state carries over.
+            # A fresh process per backend and case: no engine, registry, runtime or heap state carries over.
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
                 try:
                     out = pool.submit(run_backend, backend, options).result()
