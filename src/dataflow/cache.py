@@ -1098,7 +1098,11 @@ def partition_fields(b: Any) -> frozenset[str]:
     keyed |= {next(iter(c.columns)).name for c in table.constraints
               if isinstance(c, sa.UniqueConstraint) and len(c.columns) == 1}
     keyed |= {n for n, f in spec.fields.items() if f.unique}
-    return frozenset(n for n in keyed if n in spec.fields and spec.fields[n].pytype in PARTITION_TYPES)
+    # A table someone else made (existing_schema_mode) may compare strings case-insensitively or
+    # ignoring trailing spaces (MySQL's default collation, SQLite's NOCASE): equal in SQL, different
+    # tokens here. Its str fields pin nothing.
+    types = PARTITION_TYPES - {str} if table.info.get("dataflow_foreign_collation") else PARTITION_TYPES
+    return frozenset(n for n in keyed if n in spec.fields and spec.fields[n].pytype in types)
 
 
 def partitions_of(b: Any, record: Mapping[str, Any]) -> list[tuple[str, Any]] | None:

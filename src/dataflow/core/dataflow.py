@@ -105,6 +105,8 @@ class DataFlow:
         bindings: dict[str, Binding] = {}
         for spec in self._specs.values():
             table = build_table(spec, self.metadata, resolve=self._resolve_reference(spec))
+            if self.config.existing_schema_mode:  # someone else's table: its string comparison is not known
+                table.info["dataflow_foreign_collation"] = True
             bindings[spec.name] = Binding.for_model(spec, table)
         self._governance.add_tables(self.metadata)
         for spec in self._specs.values():

@@ -33,7 +33,10 @@ def _to_utc(value: Any) -> datetime:
 def _from_text(value: Any, _parse=datetime.fromisoformat) -> datetime | None:
     if type(value) is str:
         # Parsing the offset with the text is ~6x cheaper than datetime.replace(tzinfo=...).
-        return _parse(value + "+00:00")
+        try:
+            return _parse(value + "+00:00")
+        except ValueError:  # text another tool wrote with its own offset ('Z', '+02:00')
+            return _to_utc(value)
     return None if value is None else _to_utc(value)
 
 
