@@ -39,3 +39,33 @@ def test_existing_table_with_a_case_insensitive_collation_never_serves_a_stale_p
             db.read("Item", filter={"code": "abc"}, raise_on_not_found=False, cache=False)
     finally:
         db.close()
+
+
+PK_DDL = {
+    "sqlite": "CREATE TABLE codes (id VARCHAR(40) COLLATE NOCASE PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0)",
+    "mysql": "CREATE TABLE codes (id VARCHAR(40) PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0) "
+             "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+    "postgresql": "CREATE TABLE codes (id VARCHAR(40) PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0)",
+}
+
+
+def test_existing_table_with_a_string_key_compared_case_insensitively_never_serves_a_stale_read_by_id(db_url):
+    db = DataFlow(db_url, existing_schema_mode=True)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(PK_DDL["mysql" if db.engine.dialect.name == "mariadb" else db.engine.dialect.name]))
+
+        @db.model
+        class Code:
+            id: str
+            value: int = 0
+            __tablename__ = "codes"
+
+        db.create("Code", id="ABC", value=1)
+        assert db.read("Code", "abc", cache=True, raise_on_not_found=False) == \
+            db.read("Code", "abc", cache=False, raise_on_not_found=False)
+        db.update("Code", "ABC", {"value": 2})  # the record "abc" finds, where the database ignores case
+        assert db.read("Code", "abc", cache=True, raise_on_not_found=False) == \
+            db.read("Code", "abc", cache=False, raise_on_not_found=False)
+    finally:
+        db.close()

@@ -1138,6 +1138,8 @@ def _tokens(call: Any) -> list[str]:
             key = call.binding.model_codec.key(call.id)
         except Exception:  # the read itself reports a bad key
             return [table]
+        if isinstance(key, str) and call.binding.table.info.get("dataflow_foreign_collation"):
+            return [table]  # a table made elsewhere may compare keys case-insensitively: "a" finds "A"
         return [wide_token(table), row_token(table, key)]
     if call.action in ("read", "list", "count"):
         pinned = _pinned(call.binding, call.filter)
