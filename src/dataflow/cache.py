@@ -1148,6 +1148,10 @@ def _tokens(call: Any) -> list[str]:
     return [table]
 
 
+#: Bound values whose ``repr`` is exact and process-independent (memo keys).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 class _Memo:
     """What the executor consults for a cacheable read: look-up before the statement, store after."""
 
@@ -1156,7 +1160,14 @@ class _Memo:
 
     def _key(self, call: Any, p: Any, params: Mapping[str, Any]) -> str:
         ctx = call.ctx
-        h = digest(p.sql, sorted(params.items()), ctx.tenant, ctx.tenant_bypass, self.cache.scope)
+        values = sorted(params.items())
+        if all(type(v) in _SCALARS for _, v in values):
+            # Plain values (the usual case): their repr is exact and the same in every process, and
+            # cheaper than the JSON form. Tagged, so it can never equal a JSON-form digest.
+            h = hashlib.blake2b(repr(("r", p.sql, values, ctx.tenant, ctx.tenant_bypass, self.cache.scope)).encode(),
+                                digest_size=16).hexdigest()
+        else:
+            h = digest(p.sql, values, ctx.tenant, ctx.tenant_bypass, self.cache.scope)
         table = call.binding.table.name
         return self.cache.key(f"{table}:{call.action}:{h}", table)
 
