@@ -7,6 +7,7 @@ Each test runs on every database and with both stores: the in-process LRU and Re
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 import os
 import socket
 import subprocess
@@ -63,6 +64,23 @@ def make(db_url, store, prefix):
     yield build
     for db in made:
         db.close()
+
+
+@contextmanager
+def sharing(db_url: str, store: str, prefix: str, declare_models):
+    """Two instances on the test database sharing one cache: two on Redis, or (memory) one instance twice."""
+    settings = {"cache_prefix": prefix, **({"redis_url": REDIS} if store == "redis" else {})}
+    a = DataFlow(db_url, **settings)
+    declare_models(a)
+    b = a
+    if store == "redis":
+        b = DataFlow(db_url, node_prefix="Other", **settings)
+        declare_models(b)
+    try:
+        yield a, b
+    finally:
+        for db in {id(a): a, id(b): b}.values():
+            db.close()
 
 
 def declare(db: DataFlow) -> None:

@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 
 import pytest
 
-from test_cache import REDIS, prefix, store  # noqa: F401  (fixtures)
+from test_cache import sharing, prefix, store  # noqa: F401  (fixtures)
 
-from dataflow import DataFlow, Field
+from dataflow import Field
 
 
 def declare(db):
@@ -27,16 +27,8 @@ def declare(db):
 
 @pytest.fixture
 def pair(db_url, store, prefix):  # noqa: F811
-    settings = {"cache_prefix": prefix, **({"redis_url": REDIS} if store == "redis" else {})}
-    a = DataFlow(db_url, **settings)
-    declare(a)
-    b = a
-    if store == "redis":
-        b = DataFlow(db_url, node_prefix="Other", **settings)
-        declare(b)
-    yield a, b
-    for db in {id(a): a, id(b): b}.values():
-        db.close()
+    with sharing(db_url, store, prefix, declare) as both:
+        yield both
 
 
 def hits(db):

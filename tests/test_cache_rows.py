@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from test_cache import REDIS, declare, prefix, seed, store  # noqa: F401  (fixtures)
+from test_cache import sharing, declare, prefix, seed, store  # noqa: F401  (fixtures)
 
-from dataflow import DataFlow, NotFoundError
+from dataflow import NotFoundError
 
 
 @pytest.fixture
 def pair(db_url, store, prefix):  # noqa: F811
-    """Two instances on the test database: sharing Redis, or (memory) the same instance twice."""
-    settings = {"cache_prefix": prefix, **({"redis_url": REDIS} if store == "redis" else {})}
-    a = DataFlow(db_url, **settings)
-    declare(a)
-    b = a
-    if store == "redis":
-        b = DataFlow(db_url, node_prefix="Other", **settings)
-        declare(b)
-    yield a, b
-    for db in {id(a): a, id(b): b}.values():
-        db.close()
+    with sharing(db_url, store, prefix, declare) as both:
+        yield both
 
 
 def reads(db, ids):
