@@ -2,6 +2,8 @@
 transaction; a refused or failed write leaves neither change nor record; the trail reads newest first,
 masks and excludes declared fields, and on PostgreSQL refuses UPDATE/DELETE."""
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -77,10 +79,11 @@ def test_every_kind_of_write_is_recorded_with_its_actor(app):
     assert (create["table"], create["record_id"], create["before"]) == ("users", str(ann["id"]), None)
     assert create["after"]["name"] == "Ann" and create["after"]["email"] == "ann@x"
     assert create["after"]["password_hash"] == "***" and "notes" not in create["after"]  # masked, excluded
+    assert "created_at" not in create["after"] and "updated_at" not in create["after"]
 
     update = by_action["update"][0]
     assert (update["before"]["status"], update["after"]["status"]) == ("active", "inactive")
-    assert set(update["before"]) == {"status", "updated_at"}  # the fields the write set
+    assert set(update["before"]) == {"status"}  # the fields the write set, but the timestamps DataFlow keeps
 
     upserts = sorted(by_action["upsert"], key=lambda r: r["id"])
     assert upserts[0]["before"] is None and upserts[0]["after"]["name"] == "Bob"
@@ -177,6 +180,24 @@ def test_the_audit_table_is_made_by_migration_with_its_indexes(app):
     indexed = {tuple(i["column_names"]) for i in insp.get_indexes("dataflow_audit")}
     assert {("table_name", "record_id"), ("at",)} <= indexed
     assert app.schema_diff().is_empty
+
+
+def test_on_postgresql_the_time_index_is_brin_also_in_a_trail_made_with_a_btree(app, backend, db_url):
+    """Every record of a statement has the same time: a B-tree on it keeps deduplicating its last page."""
+    if backend != "postgresql":
+        pytest.skip("BRIN is PostgreSQL's")
+    method = "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'ix_dataflow_audit_at'"
+    app.create("User", name="U", email="u@x")
+    assert raw(app, method) == [("brin",)]
+    engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # as an earlier version made it
+        conn.exec_driver_sql("DROP INDEX ix_dataflow_audit_at")
+        conn.exec_driver_sql("CREATE INDEX ix_dataflow_audit_at ON dataflow_audit (at)")
+    engine.dispose()
+    with DataFlow(db_url, audit_log=True) as again:
+        again.audit_log(limit=1)
+        assert raw(app, method) == [("brin",)]
+        assert again.schema_diff().is_empty
 
 
 def test_audit_log_setting_and_bad_declarations(db_url, monkeypatch):
@@ -277,11 +298,45 @@ def test_bulk_update_records_each_rows_own_before_and_the_same_after(app):
     for r in records:
         assert r["before"]["status"] == stored[int(r["record_id"])]
         assert (r["after"]["status"], r["before"]["password_hash"], r["after"]["password_hash"]) == ("moved", "***", "***")
-        assert set(r["before"]) == set(r["after"]) == {"status", "password_hash", "updated_at"}  # notes: excluded
+        assert set(r["before"]) == set(r["after"]) == {"status", "password_hash"}  # notes: excluded
         assert (r["actor"], r["tenant"], r["request_id"]) == ("ops", "acme", "r-7")
-    changed = app.read("User", int(records[0]["record_id"]))
+
+
+def test_the_timestamps_dataflow_keeps_are_recorded_only_when_asked(db):
+    @db.model
+    class Ticket:
+        title: str
+        __dataflow__ = {"audit_timestamps": True}
+
+    @db.model
+    class Plain:
+        title: str
+
+    db.enable_audit_log()
+    t = db.create("Ticket", title="a")
+    db.bulk_create("Ticket", [{"title": "b"}])
+    assert db.bulk_update("Ticket", {"title": {"$in": ["a", "b"]}}, {"title": "c"}) == 2
+    changed = db.read("Ticket", t["id"])
+    records = db.audit_log(table="Ticket", action="bulk_update", limit=None)
+    assert all(set(r["before"]) == set(r["after"]) == {"title", "updated_at"} for r in records)
     assert {r["after"]["updated_at"] for r in records} == {changed["updated_at"].isoformat()}
-    assert {r["before"]["updated_at"] for r in records} != {changed["updated_at"].isoformat()}
+    assert t["updated_at"].isoformat() in {r["before"]["updated_at"] for r in records}
+    created = db.audit_log(table="Ticket", action="create")[0]["after"]
+    assert created["created_at"] == t["created_at"].isoformat()
+
+    p = db.create("Plain", title="a")
+    db.update("Plain", p["id"], {"title": "b"})
+    update, create = db.audit_log(table="Plain")
+    assert (update["before"], update["after"]) == ({"title": "a"}, {"title": "b"})
+    assert set(create["after"]) == {"id", "title"}
+
+    @db.model
+    class Odd:
+        title: str
+        __dataflow__ = {"audit_timestamps": "yes"}
+
+    with pytest.raises(ModelError, match="audit_timestamps"):
+        db.create("Odd", title="x")
 
 
 def test_a_bulk_update_that_fails_leaves_neither_change_nor_record(app):
@@ -313,6 +368,47 @@ def test_audited_bulk_update_in_a_tenant_records_only_that_tenants_rows(db_url):
         assert {int(r["record_id"]) for r in records} == {k for k, v in acme.items() if v == 100}
         assert sorted(b for _, b in raw(db, "SELECT id, balance FROM accounts WHERE tenant_id = 'globex'")) == [
             0, 1, 2, 3, 4]
+
+
+def test_a_row_changed_while_a_bulk_update_runs_is_recorded_with_its_newer_value(app, backend):
+    """PostgreSQL: the records and the UPDATE read one snapshot; a row another session changes after it
+    fails the UPDATE (serialization failure), and the operation starts over with the newer value."""
+    if backend != "postgresql":
+        pytest.skip("REPEATABLE READ snapshots are PostgreSQL's")
+    users = [app.create("User", name=f"u{i}", email=f"u{i}@x", status="a") for i in range(3)]
+    target = users[1]["id"]
+    engine = sa.create_engine(app.engine.url, poolclass=sa.NullPool)
+    result: dict = {}
+    try:
+        with engine.connect() as other:
+            other.exec_driver_sql("BEGIN")
+            other.exec_driver_sql("UPDATE users SET status = 'b' WHERE id = %(id)s", {"id": target})
+
+            def run():
+                with app.actor("ops"):
+                    result["n"] = app.bulk_update("User", {"status": {"$in": ["a", "b"]}}, {"status": "c"})
+
+            worker = threading.Thread(target=run)
+            worker.start()
+            for _ in range(200):  # until the bulk UPDATE waits for the other session's row lock
+                with engine.connect() as look:  # not `other`: its transaction would keep one view of the stats
+                    waiting = look.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND starts_with(query, 'UPDATE users')").scalar()
+                if waiting:
+                    break
+                time.sleep(0.02)
+            assert waiting, "the bulk update never waited for the row"
+            other.exec_driver_sql("COMMIT")
+            worker.join(30)
+    finally:
+        engine.dispose()
+    assert result["n"] == 3
+    assert raw(app, "SELECT DISTINCT status FROM users") == [("c",)]
+    records = trail(app, action="bulk_update")
+    assert len(records) == 3
+    before = {int(r["record_id"]): r["before"]["status"] for r in records}
+    assert before == {users[0]["id"]: "a", target: "b", users[2]["id"]: "a"}  # the value it overwrote
 
 
 def test_a_bulk_updates_lock_lets_a_row_referencing_the_records_in(app, backend):

@@ -207,7 +207,7 @@ class Governance:
             keys = [str(json_safe(k)) for k in rows]
             for i in range(0, len(keys), KEYS_PER_QUERY):
                 stmt = sa.select(t.c.id, t.c.old_values, t.c.new_values).where(
-                    t.c.table_name == b.table.name, t.c.record_id.in_(keys[i:i + KEYS_PER_QUERY]))
+                    *self.trail.about(b.table.name, keys[i:i + KEYS_PER_QUERY]))
                 for rid, old, new in conn.execute(stmt):
                     old2, new2 = _masked(old, pii), _masked(new, pii)
                     if old2 != old or new2 != new:

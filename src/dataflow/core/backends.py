@@ -35,6 +35,10 @@ class Backend:
     retry_errnos: frozenset[int] = frozenset()
     #: SQLSTATEs meaning the same (PostgreSQL serialization failure, deadlock).
     retry_sqlstates: frozenset[str] = frozenset()
+    #: REPEATABLE READ gives a transaction one snapshot for all its statements, and writing a row that another
+    #: transaction changed since fails (serialization failure, retried) instead of writing its newest version:
+    #: PostgreSQL. (MySQL's REPEATABLE READ writes the newest version; SQLite has one writer at a time.)
+    snapshot_writes: bool = False
     #: INSERT ... ON DUPLICATE KEY UPDATE fires on ANY unique key, not only the conflict target (MySQL).
     upsert_any_unique: bool = False
     #: Largest identifier, in bytes.
@@ -46,7 +50,7 @@ BACKENDS: dict[str, Backend] = {
                       row_locks=False, begin_immediate=True, sequences=False, returning_needs_sequence_fix=False),
     "postgresql": Backend("postgresql", autocommit_reads=True, autocommit_writes=True, explicit_begin=False, toggle_autocommit=True,
                           row_locks=True, begin_immediate=False, sequences=True, returning_needs_sequence_fix=True,
-                          retry_sqlstates=frozenset({"40001", "40P01"})),
+                          retry_sqlstates=frozenset({"40001", "40P01"}), snapshot_writes=True),
     "mysql": Backend("mysql", autocommit_reads=False, autocommit_writes=False, explicit_begin=False, toggle_autocommit=False,
                      row_locks=True, begin_immediate=False, sequences=False, returning_needs_sequence_fix=False,
                      retry_errnos=frozenset({1213, 1205}), upsert_any_unique=True, max_identifier=64),

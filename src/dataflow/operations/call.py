@@ -52,7 +52,7 @@ class Call:
     """One operation: what to do, on which model, with what; plus the context it runs in."""
 
     __slots__ = ("action", "binding", "ctx", "filter", "id", "data", "options", "scopes", "conditions",
-                 "state", "in_transaction", "parent")
+                 "state", "in_transaction", "snapshot", "parent")
 
     def __init__(self, action: str, binding: "Binding", ctx: Context, *, filter: Mapping | None = None,
                  id: Any = MISSING, data: Any = None, options: dict | None = None,
@@ -68,6 +68,7 @@ class Call:
         self.conditions: list[Condition] = []          # prebuilt conditions added by policies
         self.state: dict[str, Any] = {}                # policies' notes for later hooks
         self.in_transaction = False                    # a policy needs hooks inside the transaction
+        self.snapshot = False                          # its own transaction runs REPEATABLE READ (Backend.snapshot_writes)
         self.parent = parent                           # the call an include belongs to
 
     @property

@@ -331,6 +331,9 @@ class Executor:
                     # with another doing the same, and SQLite fails one at once with 'database is locked'
                     # instead of waiting. Taking the write lock at BEGIN makes the second writer wait its turn.
                     conn.execution_options(sqlite_begin="IMMEDIATE")
+                if call.snapshot and self.db.facts.snapshot_writes:
+                    # One snapshot for every statement (the pool puts the default back on return).
+                    conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     yield conn
         except DataFlowError:
