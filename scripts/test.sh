@@ -20,4 +20,16 @@ echo "DATAFLOW_TEST_URLS=$DATAFLOW_TEST_URLS"
 # Lint and types first (configured in pyproject.toml; both start clean and must stay clean).
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then exec .venv/bin/python -m pytest "$@"; fi
+# The whole suite: on DATAFLOW_TEST_WORKERS processes (pytest-xdist, default 2; each worker makes its own
+# scratch databases), then the tests that restart a database server, alone (a restart would cut the
+# other workers' connections). Fails if either part fails or the first collected nothing.
+workers="${DATAFLOW_TEST_WORKERS:-2}"
+status=0
+.venv/bin/python -m pytest -n "$workers" --dist worksteal -m "not restarts_server" || status=$?
+restarts=0
+.venv/bin/python -m pytest -m restarts_server || restarts=$?
+if [ "$restarts" -ne 0 ] && [ "$restarts" -ne 5 ]; then  # 5: none selected (no local PostgreSQL to restart)
+  [ "$status" -eq 0 ] && status=$restarts
+fi
+exit "$status"

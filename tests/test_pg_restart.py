@@ -63,6 +63,8 @@ def _why_not() -> str | None:
     url = _pg_url()
     if os.environ.get("DATAFLOW_TEST_NO_RESTART"):
         return "DATAFLOW_TEST_NO_RESTART is set"
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        return "other pytest-xdist workers are running: it runs alone (scripts/test.sh: pytest -m restarts_server)"
     if url is None:
         return "PostgreSQL is not among DATAFLOW_TEST_URLS (this test restarts a PostgreSQL server)"
     if make_url(url).host not in ("127.0.0.1", "localhost", "::1"):
