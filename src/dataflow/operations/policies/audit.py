@@ -28,6 +28,10 @@ SELECT ... FROM <table> WHERE <the rows the write touches>``, whatever the numbe
   is the INSERT itself: the heap row and its index entries, about twice the UPDATE's work.)
 - delete / bulk delete: before the DELETE, ``before`` = every audited field (bulk: the same snapshot
   or ``FOR UPDATE`` lock, count checked the same way);
+- what a delete makes the database change by itself (ON DELETE CASCADE / SET NULL of referring
+  tables, transitively, a self-referencing tree generation by generation): before the DELETE, one
+  INSERT ... SELECT per referring table and level, ``cascade_delete`` (every audited field before)
+  or ``cascade_set_null`` (the reference before and after) (``AuditTrail.cascades``);
 - create / upsert's insert: after the INSERT, ``after`` = every audited field of the new row;
 - bulk create: the affected keys come back from the INSERT (``RETURNING``); one INSERT ... SELECT
   per 1,000 keys;
@@ -86,6 +90,8 @@ AUDIT_TABLE = "dataflow_audit"
 MASK = "***"
 #: Keys per ``INSERT ... SELECT ... WHERE pk IN (...)`` for bulk creates.
 KEYS_PER_STATEMENT = 1000
+#: Rounds of ON DELETE actions a delete's records follow (``AuditTrail.cascades``).
+CASCADE_ROUNDS = 64
 #: The PostgreSQL setting the append-only trigger checks; only the GDPR scrub sets it (per transaction).
 SCRUB_SETTING = "dataflow.audit_scrub"
 
@@ -242,21 +248,23 @@ class AuditTrail:
             return out
         return _Once(self._json(out))
 
-    def _head(self, call: Call, action: str | None = None) -> dict[str, Any]:
+    def _head(self, call: Call, action: str | None = None, binding: "Binding | None" = None) -> dict[str, Any]:
         ctx = call.ctx
         return {"at": datetime.now(UTC), "actor": ctx.actor_or_system, "action": action or call.action,
-                "table_name": call.binding.table.name, "tenant": ctx.tenant, "request_id": ctx.request_id}
+                "table_name": (binding or call.binding).table.name, "tenant": ctx.tenant, "request_id": ctx.request_id}
 
     def insert_select(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any], *,
                       before: Sequence[tuple[str, Any]] | None, after: "Sequence[tuple[str, Any]] | _Once | None",
-                      lock: bool = False, key_share: bool = False) -> int:
+                      lock: bool = False, key_share: bool = False, binding: "Binding | None" = None,
+                      action: str | None = None) -> int:
         """``INSERT INTO dataflow_audit SELECT ... FROM <table> WHERE ...``: one record per row; the count.
 
         ``lock`` (PostgreSQL): the rows are locked as they are read, ``FOR UPDATE``, or ``FOR NO KEY
         UPDATE`` with ``key_share`` (the lock an UPDATE takes itself: a concurrent INSERT of a row that
-        references one of them through a foreign key is not held up)."""
-        b, t = call.binding, self.table
-        head = self._head(call)
+        references one of them through a foreign key is not held up). ``binding`` / ``action``: records
+        about another table's rows than the call's (what an ON DELETE action changes)."""
+        b, t = binding or call.binding, self.table
+        head = self._head(call, action, b)
         sel = sa.select(
             self._typed(head["at"], t.c.at.type, "df_audit_at"),
             self._typed(head["actor"], t.c.actor.type, "df_audit_actor"),
@@ -275,6 +283,45 @@ class AuditTrail:
              "new_values"], sel)
         # SQLAlchemy keeps an INSERT's row count only when asked.
         return conn.execute(stmt, dict(params), execution_options={"preserve_rowcount": True}).rowcount
+
+    def cascades(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any]) -> None:
+        """Before a delete of the rows ``where`` selects: records of the rows the database then changes by
+        itself through ON DELETE actions, following them from table to table (a self-referencing tree:
+        one generation per round). ``cascade_delete``: every audited field before; ``cascade_set_null``:
+        the reference before and after. Read with ``FOR UPDATE`` unless the call has its snapshot, so no
+        row can be added under them before the DELETE."""
+        by_table = {bd.table.name: bd for bd in self.db._bindings.values()}
+        tables = list(self.db.metadata.tables.values())
+        level: list[tuple[sa.Table, list[Any]]] = [(call.binding.table, list(where))]
+        for _ in range(CASCADE_ROUNDS):
+            found: list[tuple[sa.Table, list[Any]]] = []
+            for parent, conds in level:
+                for child in tables:
+                    cb = by_table.get(child.name)
+                    if cb is None:
+                        continue
+                    for fk in child.foreign_keys:
+                        rule = (fk.ondelete or "").upper()
+                        if fk.column.table is not parent or rule not in ("CASCADE", "SET NULL"):
+                            continue
+                        refers = [fk.parent.in_(sa.select(fk.column).where(*conds).correlate(None))]
+                        if rule == "CASCADE":
+                            before = self._columns(cb, self.audited(cb)[0])
+                            if self.insert_select(conn, call, refers, params, before=before, after=None,
+                                                  lock=not call.snapshot, binding=cb, action="cascade_delete"):
+                                found.append((child, refers))
+                        else:
+                            before = self._columns(cb, [fk.parent.name])
+                            after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
+                            self.insert_select(conn, call, refers, params, before=before, after=after,
+                                               lock=not call.snapshot, key_share=True, binding=cb,
+                                               action="cascade_set_null")
+            if not found:
+                return
+            level = found
+        raise ConflictError(f"{call.model} {call.action.replace('_', ' ')}: its ON DELETE CASCADE reaches more than "
+                            f"{CASCADE_ROUNDS} levels of records, which the audit log does not follow; nothing was "
+                            "deleted", model=call.model)
 
     def insert_rows(self, conn: sa.Connection, call: Call, rows: Sequence[dict]) -> None:
         """Records made in Python (bulk upsert, compliance requests): one multi-row INSERT."""
@@ -484,6 +531,8 @@ class Audit(Policy):
             fields, _ = self.trail.audited(b)
             self.trail.insert_select(conn, call, [b.pk == call.state["key"]], {},
                                      before=self.trail._columns(b, fields), after=None)
+            if not call.state.get("soft_delete"):
+                self.trail.cascades(conn, call, [b.pk == call.state["key"]], {})
         elif action in ("bulk_update", "bulk_delete"):
             clauses, params = call.state["where"]
             if action == "bulk_update":
@@ -493,6 +542,8 @@ class Audit(Policy):
             call.state["audit_count"] = self.trail.insert_select(conn, call, clauses, params, before=before,
                                                                  after=after, lock=not call.snapshot,
                                                                  key_share=action == "bulk_update")
+            if action == "bulk_delete" and not call.state.get("soft_delete"):
+                self.trail.cascades(conn, call, clauses, params)
         elif action == "bulk_upsert":
             call.state["audit_before"] = self._snapshot(conn, call)
         elif action == "bulk_create" and call.state.get("audit_keys") == "range":
