@@ -539,7 +539,7 @@ class ClusterStore(RedisStore):
         self._slots: dict[str, int] = {}
 
     @property
-    def client(self) -> Any:  # type: ignore[override]
+    def client(self) -> Any:
         client = self._client
         if client is None:
             with self._made:
