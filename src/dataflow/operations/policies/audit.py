@@ -189,7 +189,9 @@ class AuditTrail:
             keep_times = spec.options.get("audit_timestamps", False)
             if not isinstance(keep_times, bool):
                 raise ModelError(f"{spec.name}: __dataflow__['audit_timestamps'] must be True or False", model=spec.name)
-            if not keep_times:  # the record's own time says when; the previous record, when it was before
+            if not keep_times and spec.timestamps:
+                # The record's own time says when; the previous record, when it was before. With
+                # timestamps=False DataFlow sets no created_at/updated_at: fields so named are the model's data.
                 exclude |= {n for n, f in spec.fields.items() if f.auto in TIMESTAMP_FIELDS}
         fields = [c.name for c in b.table.columns if c.name not in exclude]
         self._fields[b.name] = (b.table, fields, mask)
