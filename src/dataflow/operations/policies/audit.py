@@ -16,7 +16,9 @@ SELECT ... FROM <table> WHERE <the rows the write touches>``, whatever the numbe
   change. On PostgreSQL, in a transaction of its own, the operation runs REPEATABLE READ
   (``Call.snapshot``): both statements read one snapshot, and a row another transaction changed after
   it makes the UPDATE fail with a serialization failure, so the operation starts over (the executor's
-  retry) and records the newer values. That costs no per-row work; locking the rows as they are read
+  retry) and records the newer values; that retry and any after it run at the default isolation with
+  the rows locked as they are read (the executor clears ``Call.snapshot``), as on a table written that
+  often every snapshot attempt would fail again. The snapshot costs no per-row work; locking the rows as they are read
   (``FOR NO KEY UPDATE``, which writes every row's lock) cost about a quarter of the UPDATE on 10,000
   rows. Inside a caller's transaction (its isolation is the caller's) the rows are locked that way.
   (MySQL at its default REPEATABLE READ: INSERT ... SELECT takes shared locks on the rows it reads;
