@@ -389,3 +389,47 @@ def test_anonymize_scrubs_the_records_of_audited_bulk_writes(db):
     assert about1[2]["after"] == {"id": 1, "name": "***", "tier": "gold", "note": "***"}
     (other,) = trail(db, table="User", record_id=2)
     assert other["after"]["name"] == "Bart Zed"  # another subject's records are left alone
+
+
+@pytest.mark.parametrize("existing_schema_mode", [True, False])
+def test_a_role_that_does_not_own_the_trail_keeps_writing_with_a_btree_time_index(db_url, backend,
+                                                                                   existing_schema_mode):
+    """A trail made by an earlier version (B-tree on ``at``), written by a role that may insert into it
+    but does not own it (a separate schema role): the move to BRIN is skipped, audited writes go on."""
+    pg_only(backend)
+    import uuid
+
+    def declare(db):
+        @db.model
+        class Account:
+            owner: str
+
+    with DataFlow(db_url, audit_log=True) as owner:  # the schema role makes tables, trail and trigger
+        declare(owner)
+        owner.create("Account", owner="o1")
+    url = sa.make_url(db_url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    role = f"df_app_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP INDEX ix_dataflow_audit_at")  # as an earlier version made it
+            conn.exec_driver_sql("CREATE INDEX ix_dataflow_audit_at ON dataflow_audit (at)")
+            conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{url.database}" TO {role}')
+            conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+            conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+            conn.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        app_url = url.set(username=role).render_as_string(hide_password=False)
+        with DataFlow(app_url, audit_log=True, existing_schema_mode=existing_schema_mode) as db:
+            declare(db)
+            db.create("Account", owner="o2")
+            assert db.bulk_update("Account", {"owner": {"$in": ["o1", "o2"]}}, {"owner": "x"}) == 2
+            assert [r["action"] for r in db.audit_log(limit=None)] == ["bulk_update", "bulk_update", "create",
+                                                                        "create"]
+        assert raw(owner, "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
+                          "WHERE c.relname = 'ix_dataflow_audit_at'") == [("btree",)]
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
