@@ -68,7 +68,7 @@ class Call:
         self.conditions: list[Condition] = []          # prebuilt conditions added by policies
         self.state: dict[str, Any] = {}                # policies' notes for later hooks
         self.in_transaction = False                    # a policy needs hooks inside the transaction
-        self.snapshot = False                          # its own transaction runs REPEATABLE READ (Backend.snapshot_writes)
+        self.snapshot = False                          # own transaction REPEATABLE READ (Backend.snapshot_writes); a retry clears it
         self.parent = parent                           # the call an include belongs to
 
     @property

@@ -189,6 +189,12 @@ class Executor:
                      extra={"model": call.model, "action": call.action})
             return True
         if attempt < DEADLOCK_ATTEMPTS and self._is_deadlock(exc.original):
+            if call.snapshot:
+                # A snapshot write that met a concurrent change meets one again on a table written that often
+                # (an audited bulk update of 10,000 rows failed every attempt at 20 single-row updates a
+                # second): the next attempts run at the default isolation and lock the rows as they read
+                # them (the policies read Call.snapshot), so they wait for other writers instead of failing.
+                call.snapshot = False
             time.sleep(random.uniform(0.005, 0.03) * attempt)
             return True
         return False

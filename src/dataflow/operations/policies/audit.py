@@ -16,7 +16,9 @@ SELECT ... FROM <table> WHERE <the rows the write touches>``, whatever the numbe
   change. On PostgreSQL, in a transaction of its own, the operation runs REPEATABLE READ
   (``Call.snapshot``): both statements read one snapshot, and a row another transaction changed after
   it makes the UPDATE fail with a serialization failure, so the operation starts over (the executor's
-  retry) and records the newer values. That costs no per-row work; locking the rows as they are read
+  retry) and records the newer values; that retry and any after it run at the default isolation with
+  the rows locked as they are read (the executor clears ``Call.snapshot``), as on a table written that
+  often every snapshot attempt would fail again. The snapshot costs no per-row work; locking the rows as they are read
   (``FOR NO KEY UPDATE``, which writes every row's lock) cost about a quarter of the UPDATE on 10,000
   rows. Inside a caller's transaction (its isolation is the caller's) the rows are locked that way.
   (MySQL at its default REPEATABLE READ: INSERT ... SELECT takes shared locks on the rows it reads;
@@ -53,7 +55,8 @@ statement share one ``at``, and a B-tree's leaf page filling up with equal keys 
 and again (measured: that index cost as much as the other two together on a bulk update of 10,000
 rows), while a BRIN index on an append-ordered column costs next to nothing. Records are read newest
 first by ``id`` (the order they were written in). A trail made with a B-tree on ``at`` is moved to
-BRIN by ``AuditTrail.ensure`` (Alembic does not compare index methods).
+BRIN by ``AuditTrail.ensure`` (Alembic does not compare index methods), unless ``existing_schema_mode``
+or a role that does not own the trail: then the B-tree stays, logged, and writes go on.
 
 The trail is append-only: DataFlow never updates or deletes it, except the GDPR scrub
 (``compliance.py``), and on PostgreSQL a trigger refuses UPDATE and DELETE unless the transaction
@@ -177,10 +180,28 @@ class AuditTrail:
                         f"SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = 'dataflow_audit_append_only' "
                         f"AND tgrelid = to_regclass('{AUDIT_TABLE}')), (SELECT am.amname FROM pg_class c "
                         f"JOIN pg_am am ON am.oid = c.relam WHERE c.oid = to_regclass('{AT_INDEX}'))").one()
-                    todo = ([] if trigger else PG_TRIGGER) + ([] if at_method == "brin" else PG_AT_INDEX_DDL)
-                    for stmt in todo:
+                    for stmt in [] if trigger else PG_TRIGGER:
                         conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
+                    if at_method != "brin":
+                        self._brin(conn)
             self._guarded = True
+
+    def _brin(self, conn: sa.Connection) -> None:
+        """Move the ``at`` index to BRIN, where DataFlow may change the schema and its role owns the trail.
+
+        Only a cost: a role that may write the trail but not own it (``existing_schema_mode``'s separate
+        schema role, typically) keeps the B-tree, and its writes go on."""
+        if self.db.config.existing_schema_mode:
+            log.info("existing_schema_mode: %s.%s is not a BRIN index; DataFlow leaves it as it is "
+                     "(CREATE INDEX ... USING brin (at) makes audited bulk writes cheaper)", AUDIT_TABLE, AT_INDEX)
+            return
+        try:
+            with conn.begin_nested():
+                for stmt in PG_AT_INDEX_DDL:
+                    conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
+        except self.db.catchable as exc:
+            log.warning("could not make %s a BRIN index (%s); the B-tree stays", AT_INDEX,
+                        type(getattr(exc, "orig", None) or exc).__name__)
 
     # ------------------------------------------------------------------ fields
     def audited(self, b: "Binding") -> tuple[list[str], set[str]]:
@@ -195,7 +216,9 @@ class AuditTrail:
             keep_times = spec.options.get("audit_timestamps", False)
             if not isinstance(keep_times, bool):
                 raise ModelError(f"{spec.name}: __dataflow__['audit_timestamps'] must be True or False", model=spec.name)
-            if not keep_times:  # the record's own time says when; the previous record, when it was before
+            if not keep_times and spec.timestamps:
+                # The record's own time says when; the previous record, when it was before. With
+                # timestamps=False DataFlow sets no created_at/updated_at: fields so named are the model's data.
                 exclude |= {n for n, f in spec.fields.items() if f.auto in TIMESTAMP_FIELDS}
         fields = [c.name for c in b.table.columns if c.name not in exclude]
         self._fields[b.name] = (b.table, fields, mask)
