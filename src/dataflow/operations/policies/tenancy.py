@@ -20,7 +20,11 @@ layer from the ``tenant_header`` of a request. For each call on a model with a t
   Without it, the database's foreign key (which knows no tenant) would accept the link, and the other
   tenant's deletes would then cascade into, or be blocked by, this tenant's records;
 - ``with db.tenant(None, bypass=True):`` (admin jobs, migrations) adds no condition; creates must then
-  name the tenant of each record. Entering it is logged at WARNING with the actor.
+  name the tenant of each record. Entering it is logged at WARNING with the actor. Records still never
+  refer to another tenant's record: a foreign key a create or a bulk load (or an upsert creating) writes
+  must name a record of the tenant in that record's own tenant field; one an update (bulk update, upsert
+  updating) writes, a record of the tenant of every stored row it changes (compared in the database,
+  one query per foreign key, whatever the number of rows). Same ``ForeignKeyError`` as above.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ class Tenancy(Policy):
                                   f"{self.header} header), or 'with db.tenant(None, bypass=True):' for admin jobs",
                                   model=call.model)
             self._plan_bypass(call, field)
+            if call.action in _REFERS and _gives(call, [r[0] for r in self._references(call.binding)]):
+                call.state["bypass_refs"] = True
+                call.in_transaction = True  # checked in the write's transaction, before its statement
             return
         if call.scoped:
             call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
@@ -150,6 +157,8 @@ class Tenancy(Policy):
     def before_statement(self, call: Call, conn: Any) -> None:
         if call.state.get("tenant_refs"):
             self._check_references(call, conn)
+        if call.state.get("bypass_refs"):
+            self._check_bypass_references(call, conn)
         if call.state.pop("tenant_guard", False):
             self._guard_keys(call, conn)
 
@@ -179,9 +188,7 @@ class Tenancy(Policy):
                 batch &= keys
                 keys -= batch
             col = target.table.c[str(target.spec.tenant)]
-            # The words of a reference to no record at all (Operations.explain): nothing tells them apart.
-            refused = ForeignKeyError(f"{call.model} {_label(call)} refused: {call.model}.{field} must be the id of "
-                                      f"an existing {name} (no {name} has that id)", model=call.model, field=field)
+            refused = _no_record(call, field, name)
             found = 0
             for chunk in _chunks(sorted(keys, key=repr), 1000):
                 stmt = sa.select(target.pk).where(target.pk.in_(chunk), col == tenant) \
@@ -194,6 +201,85 @@ class Tenancy(Policy):
                 stmt = sa.select(sa.func.count()).select_from(target.table).where(target.pk.in_(chunk), col != tenant)
                 if conn.execute(stmt).scalar_one():
                     raise refused
+
+    def _check_bypass_references(self, call: Call, conn: Any) -> None:
+        """Under bypass: every foreign key the write gives names a record of the holding record's tenant."""
+        b = call.binding
+        changed: tuple[list, Mapping] | None = None   # the stored rows an update changes: WHERE and values
+        if call.action == "bulk_update":
+            changed = call.state["where"]
+        elif call.action == "update" or (call.action == "upsert" and "key" in call.state):
+            changed = ([b.pk == call.state["key"]], {})
+        for field, name, target in self._references(b):
+            if changed is not None:
+                self._check_changed(call, conn, changed, field, name, target)
+            else:
+                self._check_records(call, conn, field, name, target)
+
+    def _check_changed(self, call: Call, conn: Any, changed: tuple[list, Mapping], field: str, name: str,
+                       target: Any) -> None:
+        """An update: the record it points at exists, and has the tenant of every row it changes."""
+        value = call.data.get(field) if isinstance(call.data, Mapping) else None
+        if value is None or isinstance(value, sa.sql.ClauseElement):
+            return
+        try:
+            key = target.model_codec.key(value)
+        except ValidationError:
+            return  # the value's own check reports it
+        refused = _no_record(call, field, name)
+        locked = sa.select(target.pk).where(target.pk == key).with_for_update(read=True, key_share=True)
+        if conn.execute(locked).first() is None:
+            raise refused
+        # One query however many rows change: those whose tenant is not the target's (aliased: a model
+        # may refer to itself).
+        t, ref = call.binding.table, target.table.alias("df_ref")
+        same = sa.exists().where(ref.c[target.pk.name] == key,
+                                 ref.c[str(target.spec.tenant)] == t.c[str(call.binding.model_spec.tenant)])
+        clauses, params = changed
+        if conn.execute(sa.select(sa.func.count()).select_from(t).where(*clauses, ~same), params).scalar_one():
+            raise refused
+
+    def _check_records(self, call: Call, conn: Any, field: str, name: str, target: Any) -> None:
+        """Records written whole (creates, bulk loads, an upsert creating): (key, own tenant) pairs exist."""
+        rows = [call.options.get("new") or {}] if call.action == "upsert" else _written(call)
+        tenant_field = str(call.binding.model_spec.tenant)
+        codec, own = target.model_codec, call.binding.model_codec
+        pairs: set = set()
+        for row in rows:
+            value, tenant = row.get(field), row.get(tenant_field)
+            if value is not None and tenant is not None:
+                try:
+                    pairs.add((codec.key(value), own.value(tenant_field, tenant)))
+                except ValidationError:
+                    pass  # the row's own check reports it
+        if not pairs:
+            return
+        refused = _no_record(call, field, name)
+        batch: set = set()
+        if target.table is call.binding.table:  # records of one call may refer to each other
+            pk = target.pk.name
+            tenants: dict[Any, set] = {}
+            for row in rows:
+                if row.get(pk) is not None and row.get(tenant_field) is not None:
+                    try:
+                        tenants.setdefault(codec.key(row[pk]), set()).add(own.value(tenant_field, row[tenant_field]))
+                    except ValidationError:
+                        pass
+            batch = {p for p in pairs if p[0] in tenants}
+            if any(tenants[k] != {t} for k, t in batch):
+                raise refused
+            pairs -= batch
+        both = sa.tuple_(target.pk, target.table.c[str(target.spec.tenant)])
+        for chunk in _chunks(sorted(pairs, key=repr), 500):
+            stmt = sa.select(target.pk).where(both.in_(chunk)).with_for_update(read=True, key_share=True)
+            if len(conn.execute(stmt).all()) < len(chunk):
+                raise refused
+        # Keys the call writes itself: new records, or stored ones of the same tenant (a skipped one stays).
+        for chunk in _chunks(sorted(batch, key=repr), 500):
+            stmt = sa.select(sa.func.count()).select_from(target.table).where(
+                target.pk.in_([k for k, _ in chunk]), ~both.in_(chunk))
+            if conn.execute(stmt).scalar_one():
+                raise refused
 
     def _guard_keys(self, call: Call, conn: Any) -> None:
         """A bulk load naming primary keys: none of them may belong to another tenant's record."""
@@ -351,6 +437,12 @@ def _written(call: Call) -> list[Mapping]:
     if isinstance(data, Mapping):
         return [data]
     return [r for r in data or () if isinstance(r, Mapping)]
+
+
+def _no_record(call: Call, field: str, name: str) -> ForeignKeyError:
+    """The words of a reference to no record at all (Operations.explain): nothing tells the two apart."""
+    return ForeignKeyError(f"{call.model} {_label(call)} refused: {call.model}.{field} must be the id of an "
+                           f"existing {name} (no {name} has that id)", model=call.model, field=field)
 
 
 def _moved(call: Call, field: str) -> TenantError:
