@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import pytest
 
 from dataflow import DataFlow, Field
-from dataflow.errors import ForeignKeyError
+from dataflow.errors import ForeignKeyError, TenantError
 from test_tenancy import app_role_url, raw  # noqa: F401  (fixtures)
 
 WORDS = re.compile(r"Order [a-z ]+ refused: Order\.customer_id must be the id of an existing Customer "
@@ -227,6 +227,31 @@ def test_records_of_one_load_may_refer_to_each_other(bdb, db_url):
         assert raw(db_url, "SELECT id, title, parent_id, tenant_id FROM folders ORDER BY id") == before
     assert raw(db_url, "SELECT COUNT(*) FROM folders f JOIN folders p ON f.parent_id = p.id "
                        "WHERE f.tenant_id <> p.tenant_id") == [(0,)]
+
+
+def test_a_bulk_load_never_moves_a_stored_record_to_another_tenant(bdb, db_url):
+    """An update on conflict would move the record, and every reference to it, to the other tenant."""
+    db = bdb
+    before = orders(db_url), raw(db_url, "SELECT id, name, tenant_id FROM customers ORDER BY id")
+    with db.tenant(None, bypass=True):
+        attempts = {
+            "bulk upsert": lambda: db.bulk_upsert("Customer", [{"id": 1, "name": "x", "tenant_id": "globex"}]),
+            "bulk create updating": lambda: db.bulk_create("Customer", [{"id": 1, "name": "x", "tenant_id": "globex"}],
+                                                           on_conflict="update"),
+            "a key given for two tenants": lambda: db.bulk_upsert("Customer", [
+                {"id": 7, "name": "x", "tenant_id": "acme"}, {"id": 7, "name": "y", "tenant_id": "globex"}],
+                batch_size=1),
+        }
+        for name, attempt in attempts.items():
+            with pytest.raises(TenantError, match=r"refused: a record names the id of a record that belongs to "
+                                                  r"another tenant$") as exc:
+                attempt()
+            assert (exc.value.model, exc.value.field) == ("Customer", "id"), name
+        # skipping, or failing on, a taken key changes nothing: not refused here
+        assert db.bulk_create("Customer", [{"id": 1, "name": "x", "tenant_id": "globex"}],
+                              on_conflict="skip")["inserted"] == 0
+    assert (orders(db_url), raw(db_url, "SELECT id, name, tenant_id FROM customers ORDER BY id")) == before
+    assert cross_links(db_url) == [(0,)]
 
 
 def test_row_level_security_under_bypass(app_role_url, db_url):  # noqa: F811

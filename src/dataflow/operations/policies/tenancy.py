@@ -20,7 +20,8 @@ layer from the ``tenant_header`` of a request. For each call on a model with a t
   Without it, the database's foreign key (which knows no tenant) would accept the link, and the other
   tenant's deletes would then cascade into, or be blocked by, this tenant's records;
 - ``with db.tenant(None, bypass=True):`` (admin jobs, migrations) adds no condition; creates must then
-  name the tenant of each record. Entering it is logged at WARNING with the actor. Records still never
+  name the tenant of each record, and a bulk load that would update a stored record (by its primary key)
+  must name that record's tenant. Entering it is logged at WARNING with the actor. Records still never
   refer to another tenant's record: a foreign key a create or a bulk load (or an upsert creating) writes
   must name a record of the tenant in that record's own tenant field; one an update (bulk update, upsert
   updating) writes, a record of the tenant of every stored row it changes (compared in the database,
@@ -130,6 +131,9 @@ class Tenancy(Policy):
                 raise ValidationError(f"{where}{call.model} {_label(call)} under tenant bypass: no tenant is set, "
                                       f"so each record must name its tenant in {field}", model=call.model,
                                       field=field)
+        if call.action in _KEYED_LOADS:
+            call.state["bypass_guard"] = True  # a load naming a stored key must not move that record
+            call.in_transaction = True
 
     def _build(self, field: str):
         build = self._builders.get(field)
@@ -161,6 +165,8 @@ class Tenancy(Policy):
             self._check_bypass_references(call, conn)
         if call.state.pop("tenant_guard", False):
             self._guard_keys(call, conn)
+        if call.state.pop("bypass_guard", False):
+            self._guard_bypass_keys(call, conn)
 
     def _check_references(self, call: Call, conn: Any) -> None:
         """Every foreign key the written data gives names a record of the current tenant."""
@@ -301,8 +307,31 @@ class Tenancy(Policy):
         for chunk in _chunks(sorted(keys, key=repr), 1000):
             stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_(chunk), col != call.ctx.tenant)
             if conn.execute(stmt).scalar_one():
-                raise TenantError(f"{call.model} {_label(call)} refused: a record names the {pk} of a record "
-                                  f"that belongs to another tenant", model=call.model, field=pk)
+                raise _not_its_key(call, pk)
+
+    def _guard_bypass_keys(self, call: Call, conn: Any) -> None:
+        """Under bypass: a bulk load naming a stored record's key names that record's tenant (an update on
+        conflict would otherwise move the record, and every reference to it, to another tenant)."""
+        b = call.binding
+        if call.action == "bulk_create" and call.options.get("on_conflict") in ("error", "skip"):
+            return  # a taken key fails the INSERT or is skipped: nothing changes
+        pk, field = b.pk.name, str(b.model_spec.tenant)
+        tenants: dict[Any, set] = {}
+        for row in call.data or ():
+            if isinstance(row, Mapping) and row.get(pk) is not None and row.get(field) is not None:
+                try:
+                    tenants.setdefault(b.model_codec.key(row[pk]), set()).add(b.model_codec.value(field, row[field]))
+                except ValidationError:
+                    pass  # the row's own check reports it
+        if any(len(t) > 1 for t in tenants.values()):
+            raise _not_its_key(call, pk)
+        both = sa.tuple_(b.pk, b.table.c[field])
+        pairs = sorted(((k, t.pop()) for k, t in tenants.items()), key=repr)
+        for chunk in _chunks(pairs, 500):
+            stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_([k for k, _ in chunk]),
+                                                                         ~both.in_(chunk))
+            if conn.execute(stmt).scalar_one():
+                raise _not_its_key(call, pk)
 
 
 # ---------------------------------------------------------------------- PostgreSQL: the second wall
@@ -443,6 +472,11 @@ def _no_record(call: Call, field: str, name: str) -> ForeignKeyError:
     """The words of a reference to no record at all (Operations.explain): nothing tells the two apart."""
     return ForeignKeyError(f"{call.model} {_label(call)} refused: {call.model}.{field} must be the id of an "
                            f"existing {name} (no {name} has that id)", model=call.model, field=field)
+
+
+def _not_its_key(call: Call, pk: str) -> TenantError:
+    return TenantError(f"{call.model} {_label(call)} refused: a record names the {pk} of a record that belongs "
+                       f"to another tenant", model=call.model, field=pk)
 
 
 def _moved(call: Call, field: str) -> TenantError:
