@@ -9,6 +9,7 @@ the stored rows' tenant for updates, bulk updates and upserts that update. The r
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Annotated, Optional
 
 import pytest
@@ -252,6 +253,34 @@ def test_a_bulk_load_never_moves_a_stored_record_to_another_tenant(bdb, db_url):
                               on_conflict="skip")["inserted"] == 0
     assert (orders(db_url), raw(db_url, "SELECT id, name, tenant_id FROM customers ORDER BY id")) == before
     assert cross_links(db_url) == [(0,)]
+
+
+def test_uuid_keys_are_compared_as_keys(db_url):
+    """Keys given as strings or UUIDs (CHAR(36) on MySQL and SQLite, native on PostgreSQL) match alike."""
+    with DataFlow(db_url, multi_tenant=True) as db:
+        @db.model
+        class Node:
+            id: uuid.UUID = uuid.uuid4
+            title: str
+            parent_id: Annotated[Optional[uuid.UUID], Field(references="Node")] = None
+
+        a, g, n = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        with db.tenant(None, bypass=True):
+            db.bulk_create("Node", [{"id": a, "title": "a", "tenant_id": "acme"},
+                                    {"id": g, "title": "g", "tenant_id": "globex"},
+                                    {"id": n, "title": "n", "parent_id": str(a), "tenant_id": "acme"}])
+            with pytest.raises(ForeignKeyError):
+                db.bulk_create("Node", [{"title": "x", "parent_id": str(g), "tenant_id": "acme"}])
+            with pytest.raises(ForeignKeyError):
+                db.update("Node", n, {"parent_id": g})
+            with pytest.raises(TenantError):
+                db.bulk_upsert("Node", [{"id": str(a), "title": "x", "tenant_id": "globex"}])
+            db.bulk_upsert("Node", [{"id": str(a), "title": "a2", "tenant_id": "acme"},
+                                    {"id": uuid.uuid4(), "title": "y", "parent_id": a, "tenant_id": "acme"}])
+            assert db.update("Node", n, {"parent_id": str(a)})["parent_id"] == a
+            assert db.count("Node") == 4
+    assert raw(db_url, "SELECT COUNT(*) FROM nodes f JOIN nodes p ON f.parent_id = p.id "
+                       "WHERE f.tenant_id <> p.tenant_id") == [(0,)]
 
 
 def test_row_level_security_under_bypass(app_role_url, db_url):  # noqa: F811
