@@ -563,3 +563,38 @@ def test_postgresql_row_level_security_is_a_second_wall(app_role_url, db_url):
             assert len(hand_written()) == 4
     assert raw(db_url, "SELECT tenant_id, name FROM users ORDER BY id") == [
         ("acme", "acme a"), ("acme", "acme b"), ("globex", "globex a"), ("globex", "globex b")]
+
+
+def test_a_retried_bulk_load_checks_its_keys_again(tdb, db_url, backend):
+    """The key guard runs in every attempt: a load retried after a serialization failure (here a real
+    40001 from PostgreSQL, raised once after the first attempt's check passed, once another tenant's
+    record took the key) is refused, not let through on the strength of the first attempt's check."""
+    if backend != "postgresql":
+        pytest.skip("raises a real serialization failure with PostgreSQL's DO ... RAISE")
+    from dataflow.operations.policy import Policy
+
+    taken = 1000
+    acme = acme_rows(db_url)
+
+    class FailOnce(Policy):
+        name = "fail_once"
+        attempts = 0
+
+        def before_statement(self, call, conn):
+            if call.action != "bulk_upsert":
+                return
+            FailOnce.attempts += 1
+            if FailOnce.attempts == 1:  # meanwhile acme's record takes the key, then the attempt fails
+                engine = sa.create_engine(parse_url(db_url), poolclass=sa.NullPool)
+                with engine.begin() as other:
+                    other.exec_driver_sql(f"INSERT INTO users (id, name, email, active, score, tenant_id, created_at, "
+                                          f"updated_at) VALUES ({taken}, 'acme late', 'late@x', true, 0, 'acme', now(), now())")
+                engine.dispose()
+                conn.exec_driver_sql("DO $$ BEGIN RAISE EXCEPTION 'try again' USING ERRCODE = '40001'; END $$")
+
+    tdb.executor.add(FailOnce())
+    with tdb.tenant("globex"), pytest.raises(TenantError, match="another tenant"):
+        tdb.bulk_upsert("User", [{"id": taken, "name": "globex took it", "email": "z@x"}], conflict_on=["id"])
+    assert FailOnce.attempts == 1  # the second attempt was refused by the guard, before this hook
+    assert raw(db_url, f"SELECT name, tenant_id FROM users WHERE id = {taken}") == [("acme late", "acme")]
+    assert acme_rows(db_url)[1] == acme[1]

@@ -163,10 +163,14 @@ class Tenancy(Policy):
             self._check_references(call, conn)
         if call.state.get("bypass_refs"):
             self._check_bypass_references(call, conn)
-        if call.state.pop("tenant_guard", False):
-            self._guard_keys(call, conn)
-        if call.state.pop("bypass_guard", False):
-            self._guard_bypass_keys(call, conn)
+        # The key guards look at all of the call's records: once per attempt (a chunked load calls this per
+        # chunk), and again on each retry, whose transaction is a new one (the first one's checks rolled back).
+        if call.state.get("tenant_guarded") is not conn:
+            if call.state.get("tenant_guard"):
+                self._guard_keys(call, conn)
+            if call.state.get("bypass_guard"):
+                self._guard_bypass_keys(call, conn)
+            call.state["tenant_guarded"] = conn
 
     def _check_references(self, call: Call, conn: Any) -> None:
         """Every foreign key the written data gives names a record of the current tenant."""
