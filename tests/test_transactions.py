@@ -293,3 +293,43 @@ def test_a_block_whose_connection_is_lost_fails_clearly_and_leaves_nothing(accou
     with db.transaction():  # a fresh connection: the next block commits
         db.create("Account", name="after")
     assert names(db) == ["after", "kept"]
+
+
+def test_a_concurrency_failure_that_outlasts_the_retries_is_a_conflict(db, backend):
+    """The database's own serialization failure / deadlock (raised for real by the server, every attempt):
+    the executor tries again, then reports a ConflictError (409, run it again) that quotes no SQL, and
+    nothing of the operation stays."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no serialization failures: one writer at a time")
+    from dataflow.errors import ConflictError
+    from dataflow.operations.executor import DEADLOCK_ATTEMPTS
+    from dataflow.operations.policy import Policy
+
+    @db.model
+    class Seat:
+        label: str
+
+    db.create("Seat", label="a")
+    raise_it = ("DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$"
+                if backend == "postgresql" else
+                "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'Deadlock found when trying to get lock'")
+
+    class Conflicting(Policy):
+        name = "conflicting"
+        attempts = 0
+
+        def plan(self, call):
+            if call.action == "bulk_update":
+                call.in_transaction = True
+
+        def after_statement(self, call, conn, info):
+            if call.action == "bulk_update":
+                Conflicting.attempts += 1
+                conn.exec_driver_sql(raise_it)
+
+    db.executor.add(Conflicting())
+    with pytest.raises(ConflictError, match="another transaction changed or locked the same records") as err:
+        db.bulk_update("Seat", {"label": "a"}, {"label": "b"})
+    assert Conflicting.attempts == DEADLOCK_ATTEMPTS
+    assert (err.value.code, err.value.status) == ("conflict", 409) and "UPDATE" not in str(err.value)
+    assert [s["label"] for s in db.list("Seat")] == ["a"]

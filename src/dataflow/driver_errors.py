@@ -10,7 +10,7 @@ import re
 
 import sqlalchemy.exc as sa_exc
 
-from .errors import (DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError, ForeignKeyError,
+from .errors import (ConflictError, DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError, ForeignKeyError,
                      IntegrityError, ValidationError)
 
 # PostgreSQL SQLSTATE codes.
@@ -24,6 +24,11 @@ MYSQL_CODES = {
     1217: ForeignKeyError, 1048: ValidationError, 1364: ValidationError, 1406: ValidationError,
     1264: ValidationError, 1366: ValidationError, 3140: ValidationError, 4025: ValidationError,
 }
+# The database gave up on a statement because of another transaction: PostgreSQL's serialization failure
+# and deadlock, MySQL's deadlock and lock wait timeout. The executor tries such an operation again where
+# that is safe (Backend.retry_*); what still fails is a conflict to retry (409), not a server fault.
+PG_CONCURRENCY = frozenset({"40001", "40P01"})
+MYSQL_CONCURRENCY = frozenset({1213, 1205})
 # SQLite has no codes through sqlite3 before 3.11's sqlite_errorname; its messages are stable.
 SQLITE_MESSAGES = [
     (re.compile(r"UNIQUE constraint failed"), DuplicateKeyError),
@@ -72,6 +77,13 @@ def _classify(orig: BaseException | None) -> type[DataFlowError] | None:
         if pattern.search(text):
             return cls
     return None
+
+
+def _concurrency(orig: BaseException) -> bool:
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in MYSQL_CONCURRENCY
+    return getattr(orig, "sqlstate", None) in PG_CONCURRENCY
 
 
 #: Where drivers quote a stored or given value in their message: the value is cut out. PostgreSQL's
@@ -160,6 +172,9 @@ def translate(exc: BaseException, *, model: str | None = None, action: str = "op
         what = f" ({field})" if field else ""
         msg = f"{who} refused by the database{what}: {_HINT.get(cls, 'a constraint failed')} ({detail})"
         return cls(msg, model=model, field=field, original=orig)
+    if _concurrency(orig):
+        return ConflictError(f"{who} failed: another transaction changed or locked the same records at the same time "
+                             f"({_detail(orig)}); it was not applied, run it again", model=model, original=orig)
     too_large = _too_large(orig, who, model)
     if too_large is not None:
         return too_large
