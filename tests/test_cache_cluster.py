@@ -199,12 +199,14 @@ def test_cached_reads_hit_and_each_tables_keys_share_its_slot(make, cluster, spr
     keys = cluster.keys(spread)
     posts_node, tags_node = cluster.owner(_vkey(spread, "posts")), cluster.owner(_vkey(spread, "tags"))
     posts = [k for k in keys[posts_node] if k.startswith((f"{spread}e:posts:", f"{spread}v:posts"))]
-    tags = [k for k in keys[tags_node] if k.startswith((f"{spread}e:tags:", f"{spread}v:tags"))]
+    tags = [k for k in keys[tags_node] if k.startswith((f"{spread}e:tags:", f"{spread}v:tags", f"{spread}layouts:tags"))]
     # four entries, the table's token and its wide token (the migration that made the table, the bulk
-    # seed); one entry, the table's, wide and the created record's row and partition (its id) tokens
-    assert len(posts) == 6 and len(tags) == 5
+    # seed); one entry, the table's, wide and the created record's row and partition (its id) tokens, and
+    # the table's layout registry (the create used fine tokens)
+    assert len(posts) == 6 and len(tags) == 6
+    assert [k for k in tags if k.startswith(f"{spread}layouts:")] == [f"{spread}layouts:tags{{{spread}tags}}"]
     assert {k for k in posts if "|" in k} == {_vkey(spread, "posts|wide", "posts")}
-    fine = sorted(k.split("{")[0][len(f"{spread}v:"):] for k in tags if "|" in k)
+    fine = sorted(k.split("{")[0][len(f"{spread}v:"):] for k in tags if "|" in k and "layouts:" not in k)
     assert [f.split(":")[0] if f.startswith("tags|p:") else f for f in fine] == ["tags|p", "tags|r:1", "tags|wide"], fine
     assert fine[0].startswith("tags|p:id:")
     # A table's entries live in its version key's slot (the read's check-and-store is one Lua call) ...
@@ -213,7 +215,7 @@ def test_cached_reads_hit_and_each_tables_keys_share_its_slot(make, cluster, spr
     # ... different tables on different primaries, and a function's entry in a slot of its own name.
     fn = [k for ks in keys.values() for k in ks if k.startswith(f"{spread}e:fn:")]
     assert len(fn) == 1 and fn[0].endswith("{%sfn:%s}" % (spread, f"{__name__}._summary.<locals>.summary"))
-    assert sum(len(ks) for ks in keys.values()) == 12  # and nothing else (6 + 5 + the function)
+    assert sum(len(ks) for ks in keys.values()) == 13  # and nothing else (6 + 6 + the function)
 
 
 def test_a_prefix_with_a_hash_tag_puts_the_whole_cache_in_one_slot(make, cluster):
@@ -310,7 +312,8 @@ def test_pattern_invalidation_clear_and_stats_reach_every_primary(make, cluster,
     assert db.cache.clear() == 3
     assert db.cache.stats()["entries"] == 0 and nodes() == set()
     versions = {k for ks in cluster.keys(spread).values() for k in ks}
-    assert {v for v in versions if "|" not in v} == {_vkey(spread, "posts"), _vkey(spread, "tags")}  # tokens stay
+    tokens = {v for v in versions if "|" not in v and not v.startswith(f"{spread}layouts:")}
+    assert tokens == {_vkey(spread, "posts"), _vkey(spread, "tags")}  # tokens (and layout registries) stay
 
 
 # ---------------------------------------------------------------- settings

@@ -25,7 +25,9 @@ ON DELETE actions) replaces the table and wide tokens. So on a read-mostly table
 other records and partitions stay hits while some records change; unpinned reads (and cached
 functions) stay table-wide. Row and partition tokens expire after six hours in Redis (the
 in-process store forgets them past a bound): an expired token turns its entries into misses, never
-into stale answers.
+into stale answers. Which fields pin a partition follows each process's declarations and DataFlow
+version: processes that share Redis with another *layout* of a table (a rolling deploy) use only its
+table token until the other layout is gone (``dataflow.cache_layouts``, which states the window left).
 
 A cached function's tables are detected: the calls planned while it runs (every door ends in a
 planned call) record their tables and current tokens; ``tables=[...]`` adds tables its own SQL
@@ -94,6 +96,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from .cache_layouts import BEAT_S, LIVE_S, SCRIPT as LAYOUTS_SCRIPT, Layouts
 from .errors import SettingError, ValidationError
 from .operations.call import MISSING as MISSING_ID
 from .operations.context import current
@@ -373,9 +376,22 @@ class RedisStore:
         except ValueError:
             raise SettingError("redis_url is not a Redis URL; expected redis://host:6379/0") from None
         self._put_if = self.client.register_script(_PUT_IF)
+        self._layouts = self.client.register_script(LAYOUTS_SCRIPT)
 
     def _v(self, table: str) -> str:
         return f"{self.prefix}v:{table}"
+
+    def _registry(self, table: str) -> str:
+        return f"{self.prefix}layouts:{table}"
+
+    def layouts(self, table: str, fingerprint: str) -> frozenset[str]:
+        """Register layout ``fingerprint`` of ``table``; the other live ones (``dataflow.cache_layouts``)."""
+        with self._guard():
+            found = self._run_layouts(keys=[self._registry(table)], args=[fingerprint, LIVE_S, BEAT_S])
+        return frozenset(f.decode() if isinstance(f, bytes) else f for f in found)
+
+    def _run_layouts(self, keys: list[str], args: list[Any]) -> Any:
+        return self._layouts(keys=keys, args=args)
 
     def place(self, key: str, group: str) -> str:
         return key
@@ -533,6 +549,7 @@ class ClusterStore(RedisStore):
                         e.ClusterDownError, e.TryAgainError, e.RedisClusterException, OSError)
         self._client: Any = None
         self._script: Any = None
+        self._layouts: Any = None
         self._made = threading.Lock()
         #: node name -> monotonic time its last command failed (bumps skip it for a while when asked).
         self._failed_at: dict[str, float] = {}
@@ -562,6 +579,7 @@ class ClusterStore(RedisStore):
             kw["cluster_error_retry_attempts"] = CLUSTER_RETRIES
         client = RedisCluster(url=self._url, startup_nodes=[ClusterNode(h, p) for h, p in self._others], **kw)
         self._script = client.register_script(_PUT_IF)
+        self._layouts = client.register_script(LAYOUTS_SCRIPT)
         return client
 
     def close(self) -> None:
@@ -578,6 +596,13 @@ class ClusterStore(RedisStore):
 
     def place(self, key: str, group: str) -> str:
         return key + self._tag(group)
+
+    def _registry(self, table: str) -> str:
+        return f"{self.prefix}layouts:{table}{self._tag(table)}"
+
+    def _run_layouts(self, keys: list[str], args: list[Any]) -> Any:
+        client = self.client  # made first: it registers the script
+        return self._layouts(keys=keys, args=args, client=client)
 
     def _slot(self, key: str) -> int:
         slot = self._slots.get(key)
@@ -727,6 +752,8 @@ class Cache:
         self.misses = 0
         self.errors = 0
         self.memo = _Memo(self)
+        #: Which tables' fine tokens every process sharing the store agrees on (none for memory).
+        self.layouts = None if self.store.kind == "memory" else Layouts(self)
 
     # ------------------------------------------------------------ store access that never fails
     def _available(self) -> bool:
@@ -787,6 +814,21 @@ class Cache:
             self._failed(str(exc))
             return None
 
+    def registry(self, table: str, fingerprint: str) -> frozenset[str] | None:
+        """Register this process's layout of ``table``; the other live layouts (None when the store is down)."""
+        if not self._available():
+            return None
+        try:
+            return self.store.layouts(table, fingerprint)  # type: ignore[union-attr]
+        except StoreDown as exc:
+            self._failed(str(exc))
+            return None
+
+    def fine(self, b: Any) -> bool | None:
+        """May reads and writes of binding ``b``'s table use fine tokens (by row, by partition)?
+        False: another layout shares the store (``dataflow.cache_layouts``); None: the store is down."""
+        return True if self.layouts is None else self.layouts.fine(b)
+
     def fetch(self, key: str, tables: Iterable[str] = ()) -> tuple[Any, dict[str, str] | None]:
         """(value or MISS, current tokens of the entry's tables, to store under on a miss)."""
         if not self._available():
@@ -798,10 +840,10 @@ class Cache:
                     recorded, payload = _unpack(raw)
                 else:
                     recorded, payload = raw
-                if recorded.keys() - current_versions.keys():
-                    current_versions = {**current_versions, **self.store.versions(
-                        recorded.keys() - current_versions.keys())}
-                if all(current_versions.get(t) == v for t, v in recorded.items()):
+                now = current_versions
+                if recorded.keys() - now.keys():  # stored under other tokens (another layout, say): those too
+                    now = {**now, **self.store.versions(recorded.keys() - now.keys())}
+                if all(now.get(t) == v for t, v in recorded.items()):
                     self._count(True)
                     _note(recorded)
                     return (decode(payload) if isinstance(payload, bytes) else _thawed(payload)), current_versions
@@ -1129,23 +1171,34 @@ def _pinned(b: Any, filter: Any) -> tuple[str, Any] | None:
     return None
 
 
-def _tokens(call: Any) -> list[str]:
+def _tokens(call: Any, cache: Cache) -> list[str] | None:
     """The tokens a cached read depends on: by primary key, its row's; with a plain equality on a
-    partition field, that partition's; each with the table's wide token. Otherwise the table's."""
+    partition field, that partition's; each with the table's wide token. Otherwise, or while another
+    layout of the table shares the store, the table's. None: run uncached (the store is down)."""
+    fine = _fine_tokens(call)
+    if fine is None:
+        return [call.binding.table.name]
+    ok = cache.fine(call.binding)
+    if ok is None:
+        return None
+    return fine if ok else [call.binding.table.name]
+
+
+def _fine_tokens(call: Any) -> list[str] | None:
     table = call.binding.table.name
     if call.action == "read" and call.id is not MISSING_ID:
         try:
             key = call.binding.model_codec.key(call.id)
         except Exception:  # the read itself reports a bad key
-            return [table]
+            return None
         if isinstance(key, str) and call.binding.table.info.get("dataflow_foreign_collation"):
-            return [table]  # a table made elsewhere may compare keys case-insensitively: "a" finds "A"
+            return None  # a table made elsewhere may compare keys case-insensitively: "a" finds "A"
         return [wide_token(table), row_token(table, key)]
     if call.action in ("read", "list", "count"):
         pinned = _pinned(call.binding, call.filter)
         if pinned is not None:
             return [wide_token(table), partition_token(table, *pinned)]
-    return [table]
+    return None
 
 
 #: Bound values whose ``repr`` is exact and process-independent (memo keys).
@@ -1176,7 +1229,10 @@ class _Memo:
             key = self._key(call, p, params)
         except TypeError:  # a bound value the codec does not know: run uncached
             return None, None
-        value, versions = self.cache.fetch(key, _tokens(call))
+        tokens = _tokens(call, self.cache)
+        if tokens is None:
+            return None, None
+        value, versions = self.cache.fetch(key, tokens)
         if value is not MISS:
             return value, None
         return None, (key, versions)

@@ -9,7 +9,9 @@ its table as a dependency of the function.
 
 ``after_commit``: a write (any of the eight write actions, through any door) replaces its table's
 version token, and a one-record write also its record's row token (reads by primary key depend on
-those, see ``dataflow.cache``): inside ``db.transaction()`` that happens when the outer block commits. ``failed``
+those, see ``dataflow.cache``; the table's wide token instead while processes with another layout of the
+table share the store, see ``dataflow.cache_layouts``): inside ``db.transaction()`` that happens when the
+outer block commits. ``failed``
 does the same for writes: a write whose outcome is unknown (a connection lost during COMMIT) must
 not leave entries that might be stale.
 """
@@ -48,7 +50,7 @@ class CachePolicy(Policy):
     def after_commit(self, call: Call, result: Any, elapsed: float) -> None:
         if call.writes:
             changed = _changed(call, result)
-            if changed is None:
+            if changed is None or not self.cache.fine(call.binding):  # not known, or another layout shares the store
                 self.cache.bump([call.binding.table.name])
             else:
                 self.cache.bump_rows(call.binding.table.name, *changed)
