@@ -279,22 +279,27 @@ class AuditTrail:
     def insert_select(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any], *,
                       before: Sequence[tuple[str, Any]] | None, after: "Sequence[tuple[str, Any]] | _Once | None",
                       lock: bool = False, key_share: bool = False, binding: "Binding | None" = None,
-                      action: str | None = None) -> int:
+                      action: str | None = None, row_tenant: bool = False) -> int:
         """``INSERT INTO dataflow_audit SELECT ... FROM <table> WHERE ...``: one record per row; the count.
 
         ``lock`` (PostgreSQL): the rows are locked as they are read, ``FOR UPDATE``, or ``FOR NO KEY
         UPDATE`` with ``key_share`` (the lock an UPDATE takes itself: a concurrent INSERT of a row that
         references one of them through a foreign key is not held up). ``binding`` / ``action``: records
-        about another table's rows than the call's (what an ON DELETE action changes)."""
+        about another table's rows than the call's (what an ON DELETE action changes); ``row_tenant``:
+        the records of a tenant-scoped model's rows carry each row's own tenant, not the caller's (a
+        delete of a shared record cascades into every tenant's rows, and a tenant reads its own trail)."""
         b, t = binding or call.binding, self.table
         head = self._head(call, action, b)
+        tenant_field = b.spec.tenant if row_tenant and b.spec is not None else None
+        tenant = sa.cast(b.table.c[tenant_field], sa.String(255)) if tenant_field else \
+            self._typed(head["tenant"], t.c.tenant.type, "df_audit_tenant")
         sel = sa.select(
             self._typed(head["at"], t.c.at.type, "df_audit_at"),
             self._typed(head["actor"], t.c.actor.type, "df_audit_actor"),
             self._typed(head["action"], t.c.action.type, "df_audit_action"),
             self._typed(head["table_name"], t.c.table_name.type, "df_audit_table"),
             sa.cast(b.pk, sa.String(255)),
-            self._typed(head["tenant"], t.c.tenant.type, "df_audit_tenant"),
+            tenant,
             self._typed(head["request_id"], t.c.request_id.type, "df_audit_request"),
             self._json(before or []),
             after.doc.scalar_subquery() if isinstance(after, _Once) else self._json(after or []),
@@ -312,33 +317,55 @@ class AuditTrail:
         itself through ON DELETE actions, following them from table to table (a self-referencing tree:
         one generation per round). ``cascade_delete``: every audited field before; ``cascade_set_null``:
         the reference before and after. Read with ``FOR UPDATE`` unless the call has its snapshot, so no
-        row can be added under them before the DELETE."""
+        row can be added under them before the DELETE.
+
+        One record per row: round n reaches the rows n steps away (through every path at once) and
+        records those no earlier round reached (a row reached by two paths, a row that refers to itself,
+        a cycle of references); the walk ends when a round reaches no row it has not recorded."""
         by_table = {bd.table.name: bd for bd in self.db._bindings.values()}
         tables = list(self.db.metadata.tables.values())
-        level: list[tuple[sa.Table, list[Any]]] = [(call.binding.table, list(where))]
+        root = call.binding.table
+        # Per table: the conditions of the rows each earlier round reached (recorded, or the delete's own).
+        reached: dict[sa.Table, list[Any]] = {root: [sa.and_(*where)]}
+        # (table, rows reached this round, rows first reached this round) of the last round.
+        level: list[tuple[sa.Table, Any, Any]] = [(root, sa.and_(*where), sa.and_(*where))]
         for _ in range(CASCADE_ROUNDS):
-            found: list[tuple[sa.Table, list[Any]]] = []
-            for parent, conds in level:
-                for child in tables:
-                    cb = by_table.get(child.name)
-                    if cb is None:
+            reach: dict[sa.Table, list[Any]] = {}
+            for child in tables:
+                cb = by_table.get(child.name)
+                if cb is None:
+                    continue
+                for fk in child.foreign_keys:
+                    rule = (fk.ondelete or "").upper()
+                    if rule not in ("CASCADE", "SET NULL"):
                         continue
-                    for fk in child.foreign_keys:
-                        rule = (fk.ondelete or "").upper()
-                        if fk.column.table is not parent or rule not in ("CASCADE", "SET NULL"):
+                    for parent, cond, new in level:
+                        if fk.column.table is not parent:
                             continue
-                        refers = [fk.parent.in_(sa.select(fk.column).where(*conds).correlate(None))]
                         if rule == "CASCADE":
-                            before = self._columns(cb, self.audited(cb)[0])
-                            if self.insert_select(conn, call, refers, params, before=before, after=None,
-                                                  lock=not call.snapshot, binding=cb, action="cascade_delete"):
-                                found.append((child, refers))
-                        else:
-                            before = self._columns(cb, [fk.parent.name])
-                            after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
-                            self.insert_select(conn, call, refers, params, before=before, after=after,
-                                               lock=not call.snapshot, key_share=True, binding=cb,
-                                               action="cascade_set_null")
+                            reach.setdefault(child, []).append(
+                                fk.parent.in_(sa.select(fk.column).where(cond).correlate(None)))
+                            continue
+                        refers = [fk.parent.in_(sa.select(fk.column).where(new).correlate(None))]
+                        before = self._columns(cb, [fk.parent.name])
+                        after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
+                        self.insert_select(conn, call, refers, params, before=before, after=after,
+                                           lock=not call.snapshot, key_share=True, binding=cb,
+                                           action="cascade_set_null", row_tenant=True)
+            found: list[tuple[sa.Table, Any, Any]] = []
+            for child, paths in reach.items():
+                cb = by_table[child.name]
+                cond = sa.or_(*paths)
+                new = cond
+                if child in reached:  # leave out the rows an earlier round reached
+                    pk = cb.pk
+                    new = sa.and_(cond, ~pk.in_(sa.select(pk).where(sa.or_(*reached[child])).correlate(None)))
+                before = self._columns(cb, self.audited(cb)[0])
+                if self.insert_select(conn, call, [new], params, before=before, after=None,
+                                      lock=not call.snapshot, binding=cb, action="cascade_delete",
+                                      row_tenant=True):
+                    found.append((child, cond, new))
+                    reached.setdefault(child, []).append(cond)
             if not found:
                 return
             level = found
