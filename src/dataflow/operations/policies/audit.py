@@ -31,9 +31,10 @@ SELECT ... FROM <table> WHERE <the rows the write touches>``, whatever the numbe
 - delete / bulk delete: before the DELETE, ``before`` = every audited field (bulk: the same snapshot
   or ``FOR UPDATE`` lock, count checked the same way);
 - what a delete makes the database change by itself (ON DELETE CASCADE / SET NULL of referring
-  tables, transitively, a self-referencing tree generation by generation): before the DELETE, one
-  INSERT ... SELECT per referring table and level, ``cascade_delete`` (every audited field before)
-  or ``cascade_set_null`` (the reference before and after) (``AuditTrail.cascades``);
+  tables, transitively, a self-referencing tree generation by generation, each row once): before
+  the DELETE, the keys of the rows reached are collected round by round, then recorded by INSERT ...
+  SELECT per 1,000 keys, ``cascade_delete`` (every audited field before) or ``cascade_set_null`` (the
+  reference before and after), with each row's own tenant (``AuditTrail.cascades``);
 - create / upsert's insert: after the INSERT, ``after`` = every audited field of the new row;
 - bulk create: the affected keys come back from the INSERT (``RETURNING``); one INSERT ... SELECT
   per 1,000 keys;
@@ -93,8 +94,6 @@ AUDIT_TABLE = "dataflow_audit"
 MASK = "***"
 #: Keys per ``INSERT ... SELECT ... WHERE pk IN (...)`` for bulk creates.
 KEYS_PER_STATEMENT = 1000
-#: Rounds of ON DELETE actions a delete's records follow (``AuditTrail.cascades``).
-CASCADE_ROUNDS = 64
 #: The PostgreSQL setting the append-only trigger checks; only the GDPR scrub sets it (per transaction).
 SCRUB_SETTING = "dataflow.audit_scrub"
 
@@ -314,64 +313,58 @@ class AuditTrail:
 
     def cascades(self, conn: sa.Connection, call: Call, where: Sequence[Any], params: Mapping[str, Any]) -> None:
         """Before a delete of the rows ``where`` selects: records of the rows the database then changes by
-        itself through ON DELETE actions, following them from table to table (a self-referencing tree:
-        one generation per round). ``cascade_delete``: every audited field before; ``cascade_set_null``:
-        the reference before and after. Read with ``FOR UPDATE`` unless the call has its snapshot, so no
-        row can be added under them before the DELETE.
+        itself through ON DELETE actions, following them from table to table. ``cascade_delete``: every
+        audited field before; ``cascade_set_null``: the reference before and after. Each record carries
+        its row's own tenant (a shared record's cascade reaches every tenant's rows).
 
-        One record per row: round n reaches the rows n steps away (through every path at once) and
-        records those no earlier round reached (a row reached by two paths, a row that refers to itself,
-        a cycle of references); the walk ends when a round reaches no row it has not recorded."""
+        The walk collects keys, round by round: the rows that refer to the rows the previous round
+        reached (one SELECT of their keys per 1,000 referenced keys, locked ``FOR UPDATE`` on PostgreSQL
+        unless the call has its snapshot, so no row can be added under them before the DELETE), less
+        those an earlier round reached (a row reached by two paths, a row that refers to itself, a cycle
+        of references); then one INSERT ... SELECT per 1,000 new keys. So its cost grows with the rows
+        reached, never with the depth of a tree, and no statement nests a subquery."""
         by_table = {bd.table.name: bd for bd in self.db._bindings.values()}
-        tables = list(self.db.metadata.tables.values())
+        actions = [(child, by_table[child.name], fk, (fk.ondelete or "").upper())
+                   for child in self.db.metadata.tables.values() if child.name in by_table
+                   for fk in child.foreign_keys if (fk.ondelete or "").upper() in ("CASCADE", "SET NULL")]
         root = call.binding.table
-        # Per table: the conditions of the rows each earlier round reached (recorded, or the delete's own).
-        reached: dict[sa.Table, list[Any]] = {root: [sa.and_(*where)]}
-        # (table, rows reached this round, rows first reached this round) of the last round.
-        level: list[tuple[sa.Table, Any, Any]] = [(root, sa.and_(*where), sa.and_(*where))]
-        for _ in range(CASCADE_ROUNDS):
-            reach: dict[sa.Table, list[Any]] = {}
-            for child in tables:
-                cb = by_table.get(child.name)
-                if cb is None:
+        if not any(fk.column.table is root for _, _, fk, _ in actions):
+            return
+        lock = self.db.backend == "postgresql" and not call.snapshot
+        root_keys = list(conn.execute(sa.select(call.binding.pk).where(*where), dict(params)).scalars())
+        reached: dict[sa.Table, set] = {root: set(root_keys)}
+        frontier: dict[sa.Table, list] = {root: root_keys}
+        while frontier:
+            found: dict[sa.Table, list] = {}
+            for child, cb, fk, rule in actions:
+                parent = fk.column.table
+                keys = frontier.get(parent)
+                if not keys:
                     continue
-                for fk in child.foreign_keys:
-                    rule = (fk.ondelete or "").upper()
-                    if rule not in ("CASCADE", "SET NULL"):
-                        continue
-                    for parent, cond, new in level:
-                        if fk.column.table is not parent:
-                            continue
-                        if rule == "CASCADE":
-                            reach.setdefault(child, []).append(
-                                fk.parent.in_(sa.select(fk.column).where(cond).correlate(None)))
-                            continue
-                        refers = [fk.parent.in_(sa.select(fk.column).where(new).correlate(None))]
+                values = keys if fk.column is _pk(parent) else [
+                    v for part in _chunks(keys) for v in conn.execute(
+                        sa.select(fk.column).where(_pk(parent).in_(part))).scalars()]
+                for part in _chunks(values):
+                    if rule == "SET NULL":
                         before = self._columns(cb, [fk.parent.name])
                         after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
-                        self.insert_select(conn, call, refers, params, before=before, after=after,
-                                           lock=not call.snapshot, key_share=True, binding=cb,
-                                           action="cascade_set_null", row_tenant=True)
-            found: list[tuple[sa.Table, Any, Any]] = []
-            for child, paths in reach.items():
+                        self.insert_select(conn, call, [fk.parent.in_(part)], {}, before=before, after=after,
+                                           lock=lock, key_share=True, binding=cb, action="cascade_set_null",
+                                           row_tenant=True)
+                        continue
+                    stmt = sa.select(cb.pk).where(fk.parent.in_(part))
+                    seen = reached.setdefault(child, set())
+                    for key in conn.execute(stmt.with_for_update(of=child) if lock else stmt).scalars():
+                        if key not in seen:
+                            seen.add(key)
+                            found.setdefault(child, []).append(key)
+            for child, keys in found.items():
                 cb = by_table[child.name]
-                cond = sa.or_(*paths)
-                new = cond
-                if child in reached:  # leave out the rows an earlier round reached
-                    pk = cb.pk
-                    new = sa.and_(cond, ~pk.in_(sa.select(pk).where(sa.or_(*reached[child])).correlate(None)))
                 before = self._columns(cb, self.audited(cb)[0])
-                if self.insert_select(conn, call, [new], params, before=before, after=None,
-                                      lock=not call.snapshot, binding=cb, action="cascade_delete",
-                                      row_tenant=True):
-                    found.append((child, cond, new))
-                    reached.setdefault(child, []).append(cond)
-            if not found:
-                return
-            level = found
-        raise ConflictError(f"{call.model} {call.action.replace('_', ' ')}: its ON DELETE CASCADE reaches more than "
-                            f"{CASCADE_ROUNDS} levels of records, which the audit log does not follow; nothing was "
-                            "deleted", model=call.model)
+                for part in _chunks(keys):
+                    self.insert_select(conn, call, [cb.pk.in_(part)], {}, before=before, after=None,
+                                       binding=cb, action="cascade_delete", row_tenant=True)
+            frontier = found
 
     def insert_rows(self, conn: sa.Connection, call: Call, rows: Sequence[dict]) -> None:
         """Records made in Python (bulk upsert, compliance requests): one multi-row INSERT."""
@@ -453,6 +446,15 @@ class _Once:
 
     def __init__(self, doc: Any) -> None:
         self.doc = sa.select(doc)
+
+
+def _pk(table: sa.Table) -> Any:
+    return next(iter(table.primary_key.columns))
+
+
+def _chunks(items: Sequence[Any], size: int = KEYS_PER_STATEMENT) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def converter_for_datetime(value: Any) -> datetime:
