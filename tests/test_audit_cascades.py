@@ -135,3 +135,22 @@ def test_a_deep_tree_is_recorded_whole(app, backend):
     app.delete("Category", root["id"])
     assert app.count("Category") == 0
     assert len(app.audit_log(action="cascade_delete", limit=None)) == depth
+
+
+def test_mariadbs_cascade_depth_limit_is_a_clear_refusal(db, backend):
+    if backend != "mysql":
+        pytest.skip("InnoDB's limit of 15 cascade levels")
+    from dataflow.errors import ValidationError
+
+    @db.model
+    class Node:
+        name: str
+        parent_id: Annotated[Optional[int], Field(references="Node", on_delete="cascade")] = None
+
+    root = db.create("Node", name="root")
+    parent = root["id"]
+    for i in range(20):
+        parent = db.create("Node", name=f"n{i}", parent_id=parent)["id"]
+    with pytest.raises(ValidationError, match="at most 15 levels deep"):
+        db.delete("Node", root["id"])
+    assert db.count("Node") == 21

@@ -598,3 +598,38 @@ def test_a_retried_bulk_load_checks_its_keys_again(tdb, db_url, backend):
     assert FailOnce.attempts == 1  # the second attempt was refused by the guard, before this hook
     assert raw(db_url, f"SELECT name, tenant_id FROM users WHERE id = {taken}") == [("acme late", "acme")]
     assert acme_rows(db_url)[1] == acme[1]
+
+
+@pytest.mark.parametrize("rule", ["cascade", "set_null"])
+def test_a_tenant_cannot_delete_a_shared_record_whose_cascade_reaches_other_tenants(db_url, rule):
+    with DataFlow(db_url, multi_tenant=True) as db:
+        @db.model
+        class Region:
+            code: str
+            __dataflow__ = {"tenant_scoped": False}
+
+        # Built with type(): the module's string annotations could not name this test's `rule`.
+        db.model(type("Shop", (), {"region_id": None, "__annotations__": {
+            "name": str, "region_id": Annotated[Optional[int], Field(references="Region", on_delete=rule)]}}))
+
+        eu, us = db.create("Region", code="eu"), db.create("Region", code="us")
+        for t in TENANTS:
+            with db.tenant(t):
+                db.create("Shop", name=f"{t} eu", region_id=eu["id"])
+        with db.tenant("acme"):
+            db.create("Shop", name="acme us", region_id=us["id"])
+        before = raw(db_url, "SELECT id, name, region_id, tenant_id FROM shops ORDER BY id")
+        with db.tenant("acme"):
+            with pytest.raises(TenantError, match="records of other tenants refer to it"):
+                db.delete("Region", eu["id"])
+            with pytest.raises(TenantError, match="records of other tenants refer to it"):
+                db.bulk_delete("Region", {"code": {"$in": ["eu", "us"]}})
+            assert raw(db_url, "SELECT id, name, region_id, tenant_id FROM shops ORDER BY id") == before
+            assert db.count("Region") == 2
+            assert db.delete("Region", us["id"]) == us["id"]  # only acme's shop refers to it
+            shops = {s["name"]: s for s in db.list("Shop")}
+            assert ("acme us" in shops) == (rule == "set_null")
+        with db.tenant(None, bypass=True):
+            assert db.delete("Region", eu["id"]) == eu["id"]
+        left = raw(db_url, "SELECT name, region_id FROM shops ORDER BY name")
+        assert left == ([] if rule == "cascade" else [("acme eu", None), ("acme us", None), ("globex eu", None)])

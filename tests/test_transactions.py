@@ -333,3 +333,33 @@ def test_a_concurrency_failure_that_outlasts_the_retries_is_a_conflict(db, backe
     assert Conflicting.attempts == DEADLOCK_ATTEMPTS
     assert (err.value.code, err.value.status) == ("conflict", 409) and "UPDATE" not in str(err.value)
     assert [s["label"] for s in db.list("Seat")] == ["a"]
+
+
+def test_a_lock_timeout_is_a_conflict(db, backend):
+    """PostgreSQL's lock_timeout running out while another session holds the row: ConflictError (409)."""
+    if backend != "postgresql":
+        pytest.skip("lock_timeout is PostgreSQL's")
+    import sqlalchemy as sa
+
+    from dataflow.errors import ConflictError
+
+    @db.model
+    class Seat:
+        label: str
+
+    seat = db.create("Seat", label="a")
+    def short_lock_wait(dbapi, record):
+        dbapi.execute("SET lock_timeout = '200ms'")
+        dbapi.commit()
+
+    sa.event.listen(db.engine, "connect", short_lock_wait)
+    db.engine.dispose()  # new connections get the setting
+    other = sa.create_engine(db.engine.url, poolclass=sa.NullPool)
+    try:
+        with other.begin() as conn:
+            conn.exec_driver_sql("SELECT * FROM seats FOR UPDATE")
+            with pytest.raises(ConflictError, match="another transaction changed or locked"):
+                db.update("Seat", seat["id"], {"label": "b"})
+    finally:
+        other.dispose()
+    assert db.read("Seat", seat["id"])["label"] == "a"

@@ -18,6 +18,10 @@ PG_CODES = {
     "23505": DuplicateKeyError, "23503": ForeignKeyError, "23502": ValidationError,
     "22001": ValidationError, "22003": ValidationError, "22P02": ValidationError, "23514": ValidationError,
 }
+# MariaDB's "Got error 193 '<constraint>' from InnoDB" (ER_GET_ERRMSG 1296 carrying HA_ERR_FK_DEPTH_EXCEEDED;
+# MySQL says 1030): InnoDB follows ON DELETE CASCADE at most 15 levels deep, and refuses the whole delete beyond.
+MYSQL_ENGINE_ERRORS = (1030, 1296)
+MYSQL_FK_DEPTH = re.compile(r"\berror 193\b")
 # MySQL / MariaDB error numbers.
 MYSQL_CODES = {
     1062: DuplicateKeyError, 1451: ForeignKeyError, 1452: ForeignKeyError, 1216: ForeignKeyError,
@@ -27,7 +31,7 @@ MYSQL_CODES = {
 # The database gave up on a statement because of another transaction: PostgreSQL's serialization failure
 # and deadlock, MySQL's deadlock and lock wait timeout. The executor tries such an operation again where
 # that is safe (Backend.retry_*); what still fails is a conflict to retry (409), not a server fault.
-PG_CONCURRENCY = frozenset({"40001", "40P01"})
+PG_CONCURRENCY = frozenset({"40001", "40P01", "55P03"})  # 55P03: lock_timeout ran out
 MYSQL_CONCURRENCY = frozenset({1213, 1205})
 # SQLite has no codes through sqlite3 before 3.11's sqlite_errorname; its messages are stable.
 SQLITE_MESSAGES = [
@@ -135,6 +139,11 @@ def _too_large(orig: BaseException, who: str, model: str | None) -> DataFlowErro
             "statement (a very long $in list or too many values in one call); nothing was sent. Use fewer "
             "values per call (split the list) or filter another way", model=model, original=orig)
     if args and isinstance(args[0], int):
+        if args[0] in MYSQL_ENGINE_ERRORS and MYSQL_FK_DEPTH.search(text):
+            return ValidationError(
+                f"{who} refused: MySQL/MariaDB follows ON DELETE CASCADE at most 15 levels deep, and these records "
+                "have deeper chains of records referring to them; nothing was deleted. Delete the deepest records "
+                "first", model=model, original=orig)
         if args[0] == MYSQL_PACKET_TOO_LARGE:
             return ValidationError(
                 f"{who} refused: the statement with its values is larger than the server's max_allowed_packet; "

@@ -69,7 +69,12 @@ class Tenancy(Policy):
     # ------------------------------------------------------------------ plan
     def plan(self, call: Call) -> None:
         spec = call.binding.spec
-        if spec is None or spec.tenant is None:
+        if spec is None:
+            return
+        if spec.tenant is None:  # a shared model: every tenant reads and writes it
+            if call.action in ("delete", "bulk_delete") and call.ctx.tenant is not None and self._dependents(call.binding):
+                call.state["shared_cascade"] = True
+                call.in_transaction = True  # checked in the delete's transaction, before its statement
             return
         field, ctx = spec.tenant, call.ctx
         tenant = ctx.tenant
@@ -157,8 +162,42 @@ class Tenancy(Policy):
                     out.append((f.name, f.references, target))
         return out
 
+    def _dependents(self, b: Any) -> list[tuple[Any, Any]]:
+        """(tenant-scoped binding, foreign key) of each ON DELETE CASCADE / SET NULL reference to ``b``'s table."""
+        if self.db is None:
+            return []
+        out = []
+        for other in self.db._bindings.values():
+            if other.spec is None or other.spec.tenant is None:
+                continue
+            for fk in other.table.foreign_keys:
+                if fk.column.table is b.table and (fk.ondelete or "").upper() in ("CASCADE", "SET NULL"):
+                    out.append((other, fk))
+        return out
+
+    def _check_shared_cascade(self, call: Call, conn: Any) -> None:
+        """A tenant deleting a shared record: refused when the database would then delete or change
+        another tenant's records through ON DELETE CASCADE / SET NULL (one query per referring field)."""
+        b = call.binding
+        if "key" in call.state:
+            where, params = [b.pk == call.state["key"]], {}
+        else:
+            clauses, params = call.state["where"]
+            where = list(clauses)
+        for other, fk in self._dependents(b):
+            col = other.table.c[str(other.spec.tenant)]
+            stmt = sa.select(sa.literal(1)).select_from(other.table).where(
+                fk.parent.in_(sa.select(fk.column).where(*where)), col != call.ctx.tenant).limit(1)
+            if conn.execute(stmt, dict(params)).first() is not None:
+                raise TenantError(f"{call.model} {_label(call)} refused: records of other tenants refer to it, and the "
+                                  f"database would delete or change them ({other.name}.{fk.parent.name}: ON DELETE "
+                                  f"{fk.ondelete.upper()}); run it inside 'with db.tenant(None, bypass=True):'",
+                                  model=call.model)
+
     # ------------------------------------------------------------------ in the transaction
     def before_statement(self, call: Call, conn: Any) -> None:
+        if call.state.get("shared_cascade") and not call.state.get("soft_delete"):
+            self._check_shared_cascade(call, conn)
         if call.state.get("tenant_refs"):
             self._check_references(call, conn)
         if call.state.get("bypass_refs"):
