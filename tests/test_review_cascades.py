@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import pytest
 
 from dataflow import DataFlow, Field
-from dataflow.errors import ConflictError, DuplicateKeyError, TransactionError
+from dataflow.errors import ConflictError, DuplicateKeyError, TenantError, TransactionError
 
 
 def cascaded(db, **query):
@@ -165,7 +165,11 @@ def test_a_tenant_never_reads_another_tenants_cascaded_rows(tenants):
         g = db.create("Account", name="globex-secret-name", email="g@x", plan_id=plan["id"])
     with db.tenant("acme"):
         db.create("Account", name="acme-a", plan_id=plan["id"])
+        with pytest.raises(TenantError, match="records of other tenants refer to it"):
+            db.delete("Plan", plan["id"])  # a tenant may not reach into other tenants' rows
+    with db.tenant(None, bypass=True):
         db.delete("Plan", plan["id"])  # a shared record: the database cascades into every tenant
+    with db.tenant("acme"):
         seen = db.audit_log(limit=None)
     assert "globex-secret-name" not in repr(seen)
     with db.tenant("globex"):
