@@ -6,7 +6,7 @@ Public names: ``DataFlow``, ``DataFlowConfig``, ``Field`` and the exception tree
 from .core.config import DataFlowConfig
 from .core.dataflow import DataFlow
 from .errors import (AbortedError, ConflictError, DatabaseError, DatabaseUnavailableError, DataFlowError, DuplicateKeyError,
-                     FilterError, ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
+                     FilterError, ForbiddenError, ForeignKeyError, IntegrityError, MigrationError, ModelError, NotFoundError,
                      PoolTimeoutError, SettingError, TenantError, TransactionError, ValidationError)
 from .models import Field
 from .transaction_node import DataFlowTransactionNode
@@ -17,5 +17,5 @@ __all__ = [
     "DataFlow", "DataFlowConfig", "Field", "DataFlowError", "ModelError", "ValidationError", "FilterError",
     "NotFoundError", "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError",
     "MigrationError", "DatabaseError", "DatabaseUnavailableError", "SettingError", "TenantError",
-    "PoolTimeoutError", "TransactionError", "AbortedError", "DataFlowTransactionNode",
+    "ForbiddenError", "PoolTimeoutError", "TransactionError", "AbortedError", "DataFlowTransactionNode",
 ]

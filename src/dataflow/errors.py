@@ -108,6 +108,15 @@ class TenantError(DataFlowError):
     code, status = "tenant_required", 403
 
 
+class ForbiddenError(DataFlowError):
+    """The caller may not do this (a permission check in a hook, middleware or policy refused it).
+
+    Raise it from your own checks: the web layer answers 403, and the direct API and nodes raise it
+    like any other DataFlow error, so one check serves every door."""
+
+    code, status = "forbidden", 403
+
+
 class MigrationError(DataFlowError):
     """A schema migration cannot be planned or applied safely."""
 
@@ -156,7 +165,8 @@ class AbortedError(DataFlowError):
 #: Every class of the tree, most specific first (for ``isinstance`` lookups).
 ALL_ERRORS: tuple[type[DataFlowError], ...] = (
     FilterError, SettingError, ValidationError, ModelError, NotFoundError, DuplicateKeyError, ForeignKeyError,
-    IntegrityError, ConflictError, TenantError, MigrationError, TransactionError, AbortedError, PoolTimeoutError,
+    IntegrityError, ConflictError, TenantError, ForbiddenError, MigrationError, TransactionError, AbortedError,
+    PoolTimeoutError,
     DatabaseUnavailableError, DatabaseError,
     DataFlowError,
 )
@@ -171,7 +181,7 @@ def http_status(exc: BaseException, *, creating: bool = False) -> int:
 
 __all__ = [
     "DataFlowError", "ModelError", "ValidationError", "FilterError", "SettingError", "NotFoundError",
-    "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError", "TenantError",
+    "IntegrityError", "DuplicateKeyError", "ForeignKeyError", "ConflictError", "TenantError", "ForbiddenError",
     "MigrationError", "DatabaseError", "DatabaseUnavailableError", "PoolTimeoutError", "TransactionError", "AbortedError",
     "ALL_ERRORS", "http_status",
 ]

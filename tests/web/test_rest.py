@@ -93,6 +93,10 @@ def test_hook_may_refuse(http):
     r = http.delete(f"/users/{root['id']}")
     assert r.status_code == 403 and r.json()["message"] == "root cannot be deleted"
     assert http.get(f"/users/{root['id']}").status_code == 200
+    admin = make(http, name="admin", email="admin@x.test")
+    r = http.delete(f"/users/{admin['id']}")
+    assert r.status_code == 403 and (r.json()["error"], r.json()["message"]) == ("forbidden", "admin cannot be deleted")
+    assert http.get(f"/users/{admin['id']}").status_code == 200
 
 
 def test_versioned_update_conflict_is_409(http):

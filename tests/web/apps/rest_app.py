@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 from fastapi import HTTPException
 
-from dataflow import DataFlow
+from dataflow import DataFlow, ForbiddenError
 from dataflow.models import Field
 from dataflow.operations.context import current
 
@@ -43,8 +43,11 @@ class UserResource:
         return data
 
     def before_delete(self, id):
-        if app.read("User", id, raise_on_not_found=False, fields=["name"]) == {"name": "root"}:
+        found = app.read("User", id, raise_on_not_found=False, fields=["name"])
+        if found == {"name": "root"}:
             raise HTTPException(403, "root cannot be deleted")
+        if found == {"name": "admin"}:
+            raise ForbiddenError("admin cannot be deleted")
 
 
 @app.resource("posts")
