@@ -99,6 +99,17 @@ def test_hook_may_refuse(http):
     assert http.get(f"/users/{admin['id']}").status_code == 200
 
 
+def test_read_hooks_narrow_lists_and_refuse_reads(http):
+    u = make(http, name="poster", email="poster@x.test")
+    ids = {t: http.post("/posts", json={"title": t, "user_id": u["id"]}).json()["id"] for t in ("draft", "pub", "secret")}
+    page = http.get("/posts", params={"user_id": u["id"]}).json()
+    assert sorted(p["title"] for p in page["records"]) == ["pub", "secret"] and page["total"] == 2
+    assert http.get("/posts", params={"title": "draft"}).json()["records"] == []
+    r = http.get(f"/posts/{ids['secret']}")
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert http.get(f"/posts/{ids['pub']}").json()["title"] == "pub"
+
+
 def test_versioned_update_conflict_is_409(http):
     d = http.post("/documents", json={"body": "v1"}).json()
     assert d["version"] == 1

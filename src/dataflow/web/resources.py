@@ -3,9 +3,11 @@
 Routes: ``GET /users`` (plain query parameters converted by field type, ``?filter=`` a MongoDB-style
 JSON filter, ``sort=-created_at,name``, ``limit`` (default 100, at most ``LIMIT_CAP``), ``offset``),
 ``GET/PATCH/PUT/DELETE /users/{id}``, ``POST /users`` and ``POST /users/bulk``. Hooks on the class:
-``before_create(data)`` and ``before_update(data)`` return the data to write; ``after_create(record)``,
-``after_update(record)`` and ``before_delete(id)`` are told. A hook refuses by raising
-``fastapi.HTTPException``. Handlers are plain functions, so FastAPI runs them in its thread pool.
+``before_create(data)`` and ``before_update(data)`` return the data to write; ``before_list(filter)``
+returns the filter to list and count with (it may narrow it; ``None``: no filter); ``before_read(id)``,
+``after_create(record)``, ``after_update(record)`` and ``before_delete(id)`` are told. A hook refuses
+by raising ``dataflow.ForbiddenError`` (403) or any ``fastapi.HTTPException``. Handlers are plain
+functions, so FastAPI runs them in its thread pool.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .endpoints import JSONSafeResponse
 from .errors import error_response
 
 LIMIT_CAP = 1000  # the most records one list or bulk request handles
-HOOKS = ("before_create", "after_create", "before_update", "after_update", "before_delete")
+HOOKS = ("before_list", "before_read", "before_create", "after_create", "before_update", "after_update",
+         "before_delete")
 
 
 class Resource:
@@ -162,6 +165,8 @@ class Resource:
              limit: int, offset: int) -> Response:
         try:
             filt = _combine(values, _parse_filter(raw_filter))
+            if getattr(self.handler, "before_list", None) is not None:
+                filt = self._hook("before_list", filt)
             order = [s for s in sort.split(",") if s.strip()] if sort else None
             if order is not None and not order:
                 raise FilterError("sort names no field", path="sort")
@@ -182,6 +187,7 @@ class Resource:
         })
 
     def read(self, id: Any) -> Response:
+        self._hook("before_read", id)
         try:
             return JSONSafeResponse(self.db.read(self.name, id))
         except DataFlowError as exc:

@@ -52,7 +52,13 @@ class UserResource:
 
 @app.resource("posts")
 class PostResource:
-    pass
+    def before_list(self, filter):  # drafts are never listed
+        not_draft = {"title": {"$ne": "draft"}}
+        return {"$and": [filter, not_draft]} if filter else not_draft
+
+    def before_read(self, id):
+        if app.read("Post", id, raise_on_not_found=False, fields=["title"]) == {"title": "secret"}:
+            raise ForbiddenError("this post is not for you")
 
 
 @app.resource("docs", path="/documents")
