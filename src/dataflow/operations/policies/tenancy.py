@@ -75,6 +75,7 @@ class Tenancy(Policy):
             if call.action in ("delete", "bulk_delete") and call.ctx.tenant is not None and self._dependents(call.binding):
                 call.state["shared_cascade"] = True
                 call.in_transaction = True  # checked in the delete's transaction, before its statement
+                call.key_first = True       # ... on the record the delete will remove
             return
         field, ctx = spec.tenant, call.ctx
         tenant = ctx.tenant
@@ -92,6 +93,7 @@ class Tenancy(Policy):
             if call.action in _REFERS and _gives(call, [r[0] for r in self._references(call.binding)]):
                 call.state["bypass_refs"] = True
                 call.in_transaction = True  # checked in the write's transaction, before its statement
+                call.key_first = True       # an update: against the tenant of the stored record it changes
             return
         if call.scoped:
             call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
