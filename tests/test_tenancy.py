@@ -617,6 +617,23 @@ def test_an_update_or_delete_by_id_under_row_level_security_is_one_statement_and
         assert raw(db_url, "SELECT id, score FROM users WHERE tenant_id = 'acme' ORDER BY id") == [(ids["acme"][0], 6)]
 
 
+def test_a_tenant_id_with_quotes_reaches_row_level_security_as_one_value(app_role_url, db_url):
+    """The tenant travels with BEGIN as a quoted literal: quotes, backslashes and SQL in it are data."""
+    hostile = "a'b\\c'); SELECT set_config('dataflow.bypass', 'on', true); --"
+    with DataFlow(app_role_url, multi_tenant=True) as db:
+        declare(db)
+        with db.tenant("globex"):
+            db.create("User", name="globex a", email="a@x")
+        with db.tenant(hostile):
+            assert db.create("User", name="h", email="a@x")["tenant_id"] == hostile
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql(
+                    "SELECT current_setting('dataflow.tenant'), current_setting('dataflow.bypass')").all() == [
+                    (hostile, "off")]
+                assert [r[0] for r in conn.exec_driver_sql("SELECT name FROM users")] == ["h"]
+    assert raw(db_url, "SELECT tenant_id FROM users ORDER BY id") == [("globex",), (hostile,)]
+
+
 def test_a_retried_bulk_load_checks_its_keys_again(tdb, db_url, backend):
     """The key guard runs in every attempt: a load retried after a serialization failure (here a real
     40001 from PostgreSQL, raised once after the first attempt's check passed, once another tenant's
