@@ -565,6 +565,75 @@ def test_postgresql_row_level_security_is_a_second_wall(app_role_url, db_url):
         ("acme", "acme a"), ("acme", "acme b"), ("globex", "globex a"), ("globex", "globex b")]
 
 
+def test_an_update_or_delete_by_id_under_row_level_security_is_one_statement_and_still_walled(app_role_url, db_url):
+    """Row-level security needs a transaction, not the record's key first: an update or delete by id stays one
+    ``UPDATE/DELETE ... RETURNING`` (no ``SELECT ... FOR UPDATE``, no read back) in a transaction whose tenant is
+    set; with the tenant condition taken off the call, the database's policy alone still keeps the other
+    tenant's record out of reach, and so it does for hand-written SQL on ``db.engine``."""
+    from dataflow.operations.policy import Policy
+
+    with DataFlow(app_role_url, multi_tenant=True) as db:
+        declare(db)
+        ids = {}
+        for t in TENANTS:
+            with db.tenant(t):
+                ids[t] = [db.create("User", name=f"{t} {n}", email=f"{n}@x")["id"] for n in "ab"]
+        seen: list[str] = []
+
+        def listen(conn, cursor, statement, parameters, context, executemany):
+            seen.append(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", listen)
+        try:
+            with db.tenant("acme"):
+                assert db.update("User", ids["acme"][0], {"score": 5})["score"] == 5
+                assert len(seen) == 1 and seen[0].startswith("UPDATE users SET") and "RETURNING" in seen[0]
+                seen.clear()
+                assert db.delete("User", ids["acme"][1]) == ids["acme"][1]
+                assert len(seen) == 1 and seen[0].startswith("DELETE FROM users") and "RETURNING" in seen[0]
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listen)
+
+        class Unscoped(Policy):
+            """A tenant condition lost by mistake: only row-level security is left."""
+            name = "unscoped"
+
+            def plan(self, call):
+                call.conditions[:] = [c for c in call.conditions if c.key[0] != "tenant"]
+
+        db.executor.add(Unscoped())
+        globex = raw(db_url, "SELECT id, name, score FROM users WHERE tenant_id = 'globex' ORDER BY id")
+        with db.tenant("acme"):
+            assert db.update("User", ids["acme"][0], {"score": 6})["score"] == 6   # the tenant is set: acme's own
+            with pytest.raises(NotFoundError):
+                db.update("User", ids["globex"][0], {"score": 7})
+            with pytest.raises(NotFoundError):
+                db.delete("User", ids["globex"][1])
+            assert db.update("User", ids["globex"][0], {"score": 7}, raise_on_not_found=False) is None
+            with db.engine.begin() as conn:  # hand-written SQL through DataFlow's engine
+                assert conn.exec_driver_sql("UPDATE users SET score = 8 WHERE id = %s", (ids["globex"][0],)).rowcount == 0
+                assert conn.exec_driver_sql("DELETE FROM users WHERE id = %s", (ids["globex"][1],)).rowcount == 0
+        assert raw(db_url, "SELECT id, name, score FROM users WHERE tenant_id = 'globex' ORDER BY id") == globex
+        assert raw(db_url, "SELECT id, score FROM users WHERE tenant_id = 'acme' ORDER BY id") == [(ids["acme"][0], 6)]
+
+
+def test_a_tenant_id_with_quotes_reaches_row_level_security_as_one_value(app_role_url, db_url):
+    """The tenant travels with BEGIN as a quoted literal: quotes, backslashes and SQL in it are data."""
+    hostile = "a'b\\c'); SELECT set_config('dataflow.bypass', 'on', true); --"
+    with DataFlow(app_role_url, multi_tenant=True) as db:
+        declare(db)
+        with db.tenant("globex"):
+            db.create("User", name="globex a", email="a@x")
+        with db.tenant(hostile):
+            assert db.create("User", name="h", email="a@x")["tenant_id"] == hostile
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql(
+                    "SELECT current_setting('dataflow.tenant'), current_setting('dataflow.bypass')").all() == [
+                    (hostile, "off")]
+                assert [r[0] for r in conn.exec_driver_sql("SELECT name FROM users")] == ["h"]
+    assert raw(db_url, "SELECT tenant_id FROM users ORDER BY id") == [("globex",), (hostile,)]
+
+
 def test_a_retried_bulk_load_checks_its_keys_again(tdb, db_url, backend):
     """The key guard runs in every attempt: a load retried after a serialization failure (here a real
     40001 from PostgreSQL, raised once after the first attempt's check passed, once another tenant's

@@ -52,7 +52,7 @@ class Call:
     """One operation: what to do, on which model, with what; plus the context it runs in."""
 
     __slots__ = ("action", "binding", "ctx", "filter", "id", "data", "options", "scopes", "conditions",
-                 "state", "in_transaction", "snapshot", "parent")
+                 "state", "in_transaction", "key_first", "snapshot", "parent")
 
     def __init__(self, action: str, binding: "Binding", ctx: Context, *, filter: Mapping | None = None,
                  id: Any = MISSING, data: Any = None, options: dict | None = None,
@@ -68,6 +68,12 @@ class Call:
         self.conditions: list[Condition] = []          # prebuilt conditions added by policies
         self.state: dict[str, Any] = {}                # policies' notes for later hooks
         self.in_transaction = False                    # a policy needs hooks inside the transaction
+        #: A policy's ``before_statement`` needs the record's primary key (``state["key"]``), read and
+        #: locked in the transaction before the change: an update or delete by id then takes lock, change,
+        #: read back instead of one ``UPDATE``/``DELETE ... RETURNING`` (audit, versioning, tenancy's checks
+        #: that compare the stored record). ``in_transaction`` alone keeps the one statement: its hooks run
+        #: around it in its transaction, without ``state["key"]`` (row-level security only needs the transaction).
+        self.key_first = False
         self.snapshot = False                          # own transaction REPEATABLE READ (Backend.snapshot_writes); a retry clears it
         self.parent = parent                           # the call an include belongs to
 

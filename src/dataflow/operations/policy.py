@@ -7,7 +7,10 @@ The executor calls, for each call:
 2. ``before_statement(call, conn)`` and ``after_statement(call, conn, info)``: inside the
    operation's transaction, around its main statement (write related rows, check versions).
    A policy that needs these for a call sets ``call.in_transaction = True`` in ``plan``, which
-   takes the operation off the driver fast path.
+   takes the operation off the driver fast path. One whose ``before_statement`` also needs the
+   record's key (``call.state["key"]``, locked) before an update or delete by id changes it sets
+   ``call.key_first = True``; without it, such a change is one ``UPDATE/DELETE ... RETURNING``
+   (``state["key"]`` is set after it).
 3. ``after_commit(call, result, elapsed)``: the change is durable (invalidate caches, count).
    Inside ``db.transaction()`` these wait for the outermost block to commit (and are dropped when
    it, or the savepoint the call ran in, rolls back), unless the policy sets ``at_commit = False``

@@ -99,11 +99,13 @@ class RecordOperations(RelationOperations):
         return self.executor.run(call, lambda c: self._update(c, raise_on_not_found))
 
     def _one_statement(self, call: Call, returning: bool) -> bool:
-        """A change by primary key that no policy needs to see inside its transaction (nor versioned):
-        one ``UPDATE``/``DELETE ... WHERE id = :id AND <scope> RETURNING`` finds, changes and returns the
-        record, instead of lock, change and read back. It matches one record at most (the key), so
-        it is atomic on its own and takes the executor's fast path like a create."""
-        return returning and call.id is not MISSING and not call.in_transaction and "versioned" not in call.state
+        """A change by primary key whose policies need not know the record's key before the statement
+        (``Call.key_first``): one ``UPDATE``/``DELETE ... WHERE id = :id AND <scope> RETURNING`` finds,
+        changes and returns the record, instead of lock, change and read back. It matches one record at
+        most (the key), so it is atomic on its own and takes the executor's fast path like a create; a
+        call whose policies need the transaction (``in_transaction``: row-level security) runs it in one,
+        between their hooks."""
+        return returning and call.id is not MISSING and not call.key_first
 
     def _returning(self, call: Call, key: tuple, build, values: Mapping[str, Any], raise_on_not_found: bool):
         """Run the one-statement change ``build()`` (prepared per shape ``key``); its record, or None."""

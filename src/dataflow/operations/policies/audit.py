@@ -531,6 +531,7 @@ class Audit(Policy):
         self.trail.ensure()
         call.state["audit"] = True
         call.in_transaction = True
+        call.key_first = True  # an update's or delete's record is written to the trail before the change
         if call.action in ("bulk_update", "bulk_delete") and call.ctx.transaction is None:
             # Its record and its change read the same snapshot; a row changed by another transaction in
             # between fails the change (serialization failure: the operation starts over), so no row lock.

@@ -75,6 +75,7 @@ class Tenancy(Policy):
             if call.action in ("delete", "bulk_delete") and call.ctx.tenant is not None and self._dependents(call.binding):
                 call.state["shared_cascade"] = True
                 call.in_transaction = True  # checked in the delete's transaction, before its statement
+                call.key_first = True       # ... on the record the delete will remove
             return
         field, ctx = spec.tenant, call.ctx
         tenant = ctx.tenant
@@ -92,6 +93,7 @@ class Tenancy(Policy):
             if call.action in _REFERS and _gives(call, [r[0] for r in self._references(call.binding)]):
                 call.state["bypass_refs"] = True
                 call.in_transaction = True  # checked in the write's transaction, before its statement
+                call.key_first = True       # an update: against the tenant of the stored record it changes
             return
         if call.scoped:
             call.add(Condition(("tenant", field), self._build(field), {"df_tenant": tenant}))
@@ -405,13 +407,16 @@ class RowLevelSecurity:
     @staticmethod
     def _on_begin(conn: sa.Connection) -> None:
         ctx = current()
+        tenant, bypass = ctx.tenant or "", "on" if ctx.tenant_bypass else "off"
         # On the driver connection: the statement opens the transaction the caller's statements join.
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None  # a connection beginning a transaction has one
+        if _begin_with_settings(dbapi, tenant, bypass):
+            return
         cursor = dbapi.cursor()
         try:
             cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
-                           (TENANT_SETTING, ctx.tenant or "", BYPASS_SETTING, "on" if ctx.tenant_bypass else "off"))
+                           (TENANT_SETTING, tenant, BYPASS_SETTING, bypass))
         finally:
             cursor.close()
 
@@ -464,6 +469,37 @@ class RowLevelSecurity:
                 f"OR current_setting('{BYPASS_SETTING}', true) = 'on')")
         conn.exec_driver_sql(f"DO $$ BEGIN CREATE POLICY {RLS_POLICY} ON {t} USING {rule} WITH CHECK {rule}; "
                              f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+
+
+def _begin_with_settings(dbapi: Any, tenant: str, bypass: str) -> bool:
+    """psycopg: ``BEGIN`` and the two ``set_config`` in one round trip; False where this cannot be done.
+
+    psycopg sends its own ``BEGIN`` before a connection's first statement, one round trip, then the
+    ``SELECT set_config(...)`` is a second. Sent as one simple-query string on the libpq connection,
+    they cost one: psycopg then finds the transaction open and sends no ``BEGIN`` of its own (it
+    commits and rolls back as usual). The simple query protocol takes no parameters, so the values are
+    SQL literals quoted by the connection (``psycopg.sql.Literal``, libpq's ``PQescapeLiteral``); the
+    tenant is a caller's string. Only a plain ``BEGIN`` is sent here: a connection in autocommit, or
+    asking for an isolation level, read-only or deferrable transactions (``_get_tx_start_command``
+    builds those), or already in a transaction, takes the two-step way.
+    """
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is None:
+        return False
+    import psycopg
+    from psycopg import pq, sql
+
+    if (dbapi.autocommit or pgconn.transaction_status != pq.TransactionStatus.IDLE
+            or dbapi.isolation_level is not None or dbapi.read_only is not None or dbapi.deferrable is not None):
+        return False
+    query = sql.SQL("BEGIN; SELECT set_config({}, {}, true), set_config({}, {}, true)").format(
+        sql.Literal(TENANT_SETTING), sql.Literal(tenant), sql.Literal(BYPASS_SETTING), sql.Literal(bypass))
+    result = pgconn.exec_(query.as_bytes(dbapi))
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        if pgconn.status == pq.ConnStatus.BAD:
+            raise psycopg.OperationalError("the connection was lost while beginning a transaction")
+        raise psycopg.errors.error_from_result(result, encoding=dbapi.info.encoding)
+    return True
 
 
 # ---------------------------------------------------------------------- the context

@@ -26,6 +26,7 @@ class Versioning(Policy):
         if spec is None or not spec.versioned or call.action not in CHANGES:
             return
         call.state["versioned"] = True
+        call.key_first = True  # the stored version is read (and locked) before the change
         if call.action in ("update", "bulk_update", "upsert") and isinstance(call.data, dict):
             if "version" in call.data:
                 call.state["expected_version"] = call.data.pop("version")
