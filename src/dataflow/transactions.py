@@ -62,7 +62,11 @@ def transaction(db: "DataFlow") -> Iterator[sa.Connection]:
         if db.facts.begin_immediate:
             conn.execution_options(sqlite_begin="IMMEDIATE")  # the write lock up front (see Executor.transaction)
         state = open_tx_state(conn, **{PENDING: pending, DOOMED: [False], OWNER: db})
-        tx = conn.begin()
+        try:
+            # Sends to the server where a begin listener does (row-level security sets the tenant there).
+            tx = conn.begin()
+        except (sa_exc.SQLAlchemyError, *db.driver_errors) as exc:
+            raise _translated(db, exc) from None
         try:
             with scope(transaction=conn):
                 yield conn

@@ -411,14 +411,25 @@ class RowLevelSecurity:
         # On the driver connection: the statement opens the transaction the caller's statements join.
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None  # a connection beginning a transaction has one
-        if _begin_with_settings(dbapi, tenant, bypass):
-            return
-        cursor = dbapi.cursor()
+        error = conn.dialect.loaded_dbapi.Error
         try:
-            cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
-                           (TENANT_SETTING, tenant, BYPASS_SETTING, bypass))
-        finally:
-            cursor.close()
+            if _begin_with_settings(dbapi, tenant, bypass):
+                return
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                               (TENANT_SETTING, tenant, BYPASS_SETTING, bypass))
+            finally:
+                cursor.close()
+        except error as exc:
+            # SQLAlchemy does not wrap what a begin listener raises: done here as for its own failed BEGIN
+            # (sa.exc.OperationalError for hand-written SQL too; a lost connection is invalidated at once,
+            # not rolled back by the pool and logged).
+            lost = conn.dialect.is_disconnect(exc, dbapi, None)
+            if lost:
+                conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance("BEGIN", None, exc, error, connection_invalidated=lost,
+                                             dialect=conn.dialect) from exc
 
     def ensure(self, table: str) -> None:
         """Install the policies of every tenant table, once per instance (and again for new models)."""
@@ -479,9 +490,11 @@ def _begin_with_settings(dbapi: Any, tenant: str, bypass: str) -> bool:
     they cost one: psycopg then finds the transaction open and sends no ``BEGIN`` of its own (it
     commits and rolls back as usual). The simple query protocol takes no parameters, so the values are
     SQL literals quoted by the connection (``psycopg.sql.Literal``, libpq's ``PQescapeLiteral``); the
-    tenant is a caller's string. Only a plain ``BEGIN`` is sent here: a connection in autocommit, or
-    asking for an isolation level, read-only or deferrable transactions (``_get_tx_start_command``
-    builds those), or already in a transaction, takes the two-step way.
+    tenant is a caller's string. The ``BEGIN`` carries the connection's isolation level, read-only and
+    deferrable characteristics in the words psycopg would use: SQLAlchemy puts a pooled connection back
+    with the server's default level set explicitly (``READ COMMITTED``, not None) after an operation
+    that asked for another (``REPEATABLE READ``), and that connection keeps the one round trip. A
+    connection in autocommit, or already in a transaction, takes the two-step way.
     """
     pgconn = getattr(dbapi, "pgconn", None)
     if pgconn is None:
@@ -489,10 +502,16 @@ def _begin_with_settings(dbapi: Any, tenant: str, bypass: str) -> bool:
     import psycopg
     from psycopg import pq, sql
 
-    if (dbapi.autocommit or pgconn.transaction_status != pq.TransactionStatus.IDLE
-            or dbapi.isolation_level is not None or dbapi.read_only is not None or dbapi.deferrable is not None):
+    if dbapi.autocommit or pgconn.transaction_status != pq.TransactionStatus.IDLE:
         return False
-    query = sql.SQL("BEGIN; SELECT set_config({}, {}, true), set_config({}, {}, true)").format(
+    begin = ["BEGIN"]  # as psycopg's Connection._get_tx_start_command builds it
+    if dbapi.isolation_level is not None:
+        begin.append("ISOLATION LEVEL " + psycopg.IsolationLevel(dbapi.isolation_level).name.replace("_", " "))
+    if dbapi.read_only is not None:
+        begin.append("READ ONLY" if dbapi.read_only else "READ WRITE")
+    if dbapi.deferrable is not None:
+        begin.append("DEFERRABLE" if dbapi.deferrable else "NOT DEFERRABLE")
+    query = sql.SQL(" ".join(begin) + "; SELECT set_config({}, {}, true), set_config({}, {}, true)").format(
         sql.Literal(TENANT_SETTING), sql.Literal(tenant), sql.Literal(BYPASS_SETTING), sql.Literal(bypass))
     result = pgconn.exec_(query.as_bytes(dbapi))
     if result.status != pq.ExecStatus.TUPLES_OK:
