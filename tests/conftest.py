@@ -148,6 +148,27 @@ def db(db_url):
 
 
 @pytest.fixture
+def ordinary_role(backend, db_url):
+    """PostgreSQL: (the test database's URL as a new ordinary role, which may create tables there; an
+    autocommit superuser engine beside it). Superusers skip row-level security: its tests need this."""
+    if backend != "postgresql":
+        pytest.skip("row-level security is PostgreSQL's")
+    url = make_url(db_url).set(drivername="postgresql+psycopg")
+    role = f"df_role_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f'GRANT CONNECT, CREATE ON DATABASE "{url.database}" TO {role}')
+        conn.exec_driver_sql(f"GRANT ALL ON SCHEMA public TO {role}")
+    yield url.set(username=role).render_as_string(hide_password=False), admin
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{role}'")
+        conn.exec_driver_sql(f"DROP OWNED BY {role}")
+        conn.exec_driver_sql(f"DROP ROLE {role}")
+    admin.dispose()
+
+
+@pytest.fixture
 def kill_other_sessions():
     """A function terminating every other session on a server database, as a restarted server or a proxy would."""
     def kill(url: str) -> None:

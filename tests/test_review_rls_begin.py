@@ -11,37 +11,21 @@ import asyncio
 import logging
 import tempfile
 import threading
-import uuid
 from typing import Annotated
 
 import pytest
 import sqlalchemy as sa
 
 from dataflow import DataFlow, Field
-from dataflow.core.engine import parse_url
 from dataflow.errors import DatabaseUnavailableError, DuplicateKeyError, NotFoundError, TransactionError
 
 ROWS = {"acme": ["acme a", "acme b"], "globex": ["globex a", "globex b", "globex c"], "initech": []}
 
 
 @pytest.fixture
-def role_url(backend, db_url):
+def role_url(ordinary_role):
     """The test database as an ordinary role, and a superuser engine (autocommit) beside it."""
-    if backend != "postgresql":
-        pytest.skip("row-level security is PostgreSQL's")
-    url = sa.make_url(parse_url(db_url))
-    role = f"df_rv_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        conn.exec_driver_sql(f'GRANT CONNECT, CREATE ON DATABASE "{url.database}" TO {role}')
-        conn.exec_driver_sql(f"GRANT ALL ON SCHEMA public TO {role}")
-    yield url.set(username=role).render_as_string(hide_password=False), admin
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{role}'")
-        conn.exec_driver_sql(f"DROP OWNED BY {role}")
-        conn.exec_driver_sql(f"DROP ROLE {role}")
-    admin.dispose()
+    return ordinary_role
 
 
 def open_db(url: str, **kwargs) -> DataFlow:

@@ -511,24 +511,9 @@ def test_an_existing_table_gains_the_tenant_column_by_migration(db_url):
 
 # ---------------------------------------------------------------- PostgreSQL: row-level security
 @pytest.fixture
-def app_role_url(backend, db_url):
+def app_role_url(ordinary_role):
     """The test database as an ordinary role (superusers are not bound by row-level security)."""
-    if backend != "postgresql":
-        pytest.skip("row-level security is PostgreSQL's")
-    import uuid
-
-    url = sa.make_url(parse_url(db_url))
-    role = f"df_app_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        conn.exec_driver_sql(f'GRANT CONNECT, CREATE ON DATABASE "{url.database}" TO {role}')
-        conn.exec_driver_sql(f"GRANT ALL ON SCHEMA public TO {role}")
-    yield url.set(username=role).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP OWNED BY {role}")
-        conn.exec_driver_sql(f"DROP ROLE {role}")
-    admin.dispose()
+    return ordinary_role[0]
 
 
 def test_postgresql_row_level_security_is_a_second_wall(app_role_url, db_url):

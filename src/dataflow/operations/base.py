@@ -217,6 +217,3 @@ def _group_by_keys(rows: list[dict]) -> list[tuple[tuple[str, ...], list[dict]]]
     return list(groups.items())
 
 
-def _chunks(rows: list, size: int) -> Iterable[list]:
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]

@@ -12,8 +12,9 @@ from ..errors import DuplicateKeyError, ValidationError
 from ..progress import NOOP, ProgressArg, Reporter, reporter
 from ..schema.bulk import insert_columns, insert_rows
 from ..schema.upsert import insert_on_conflict
-from .base import DEFAULT_BATCH, ON_CONFLICT, UTC, OperationsBase, _chunks, _group_by_keys, _is_unique, _version_of
+from .base import DEFAULT_BATCH, ON_CONFLICT, UTC, OperationsBase, _group_by_keys, _is_unique, _version_of
 from .call import Call
+from .chunks import chunks
 from .executor import matches_everything
 
 
@@ -79,7 +80,7 @@ class BulkOperations(OperationsBase):
                     target = self._conflict_target(b, opts["conflict_on"], keys, "bulk create")
                     stmt = insert_on_conflict(self.db.backend, b.table, target, keys,
                                               update=on_conflict == "update", bump=_version_of(b))
-                for chunk in _chunks(group, opts["batch_size"]):
+                for chunk in chunks(group, opts["batch_size"]):
                     if target:
                         self._guard_other_keys(conn, call, target, chunk)
                     # New records: distinct conflict keys not stored yet (a key twice in the data is one record).
@@ -239,7 +240,7 @@ class BulkOperations(OperationsBase):
             for keys, group in _group_by_keys(rows):
                 target = self._conflict_target(b, call.options["conflict_on"], keys, "bulk upsert")
                 stmt = insert_on_conflict(self.db.backend, b.table, target, keys, update=True, bump=_version_of(b))
-                for chunk in _chunks(group, call.options["batch_size"]):
+                for chunk in chunks(group, call.options["batch_size"]):
                     call.state["chunk"], call.state["target"] = chunk, target
                     self.executor.before_statement(call, conn)  # policies refuse first (a tenant's keys)
                     self._guard_other_keys(conn, call, target, chunk)

@@ -101,3 +101,18 @@ def build_table(spec: ModelSpec, metadata: sa.MetaData,
         metadata.remove(metadata.tables[spec.table])
     return sa.Table(spec.table, metadata, *columns, info={"model": spec.name}, **TABLE_KWARGS)
 
+
+#: ON DELETE rules under which the database itself changes the referring rows.
+CHANGING_RULES = ("CASCADE", "SET NULL", "SET DEFAULT")
+
+
+def delete_actions(table: sa.Table) -> list[tuple[sa.Table, sa.ForeignKey, str]]:
+    """(referring table, foreign key, rule) for each foreign key of ``table``'s metadata to ``table`` whose
+    ON DELETE rule makes the database change the referring rows when a row of ``table`` is deleted."""
+    out = []
+    for other in table.metadata.tables.values():
+        for fk in other.foreign_keys:
+            rule = (fk.ondelete or "").upper()
+            if rule in CHANGING_RULES and fk.column.table is table:
+                out.append((other, fk, rule))
+    return out

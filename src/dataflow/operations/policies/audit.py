@@ -77,10 +77,11 @@ import sqlalchemy as sa
 
 from ...errors import ConflictError, ModelError, ValidationError
 from ...models import TIMESTAMP_FIELDS
-from ...schema.tables import TABLE_KWARGS
+from ...schema.tables import TABLE_KWARGS, delete_actions
 from ...schema.types import UTCDateTime
 from ...values import converter_for, json_safe
 from ..call import Call
+from ..chunks import chunks
 from ..policy import Policy
 
 if TYPE_CHECKING:
@@ -324,11 +325,8 @@ class AuditTrail:
         of references); then one INSERT ... SELECT per 1,000 new keys. So its cost grows with the rows
         reached, never with the depth of a tree, and no statement nests a subquery."""
         by_table = {bd.table.name: bd for bd in self.db._bindings.values()}
-        actions = [(child, by_table[child.name], fk, (fk.ondelete or "").upper())
-                   for child in self.db.metadata.tables.values() if child.name in by_table
-                   for fk in child.foreign_keys if (fk.ondelete or "").upper() in ("CASCADE", "SET NULL")]
         root = call.binding.table
-        if not any(fk.column.table is root for _, _, fk, _ in actions):
+        if not any(rule in ("CASCADE", "SET NULL") for _, _, rule in delete_actions(root)):
             return
         lock = self.db.backend == "postgresql" and not call.snapshot
         root_keys = list(conn.execute(sa.select(call.binding.pk).where(*where), dict(params)).scalars())
@@ -336,35 +334,41 @@ class AuditTrail:
         frontier: dict[sa.Table, list] = {root: root_keys}
         while frontier:
             found: dict[sa.Table, list] = {}
-            for child, cb, fk, rule in actions:
-                parent = fk.column.table
-                keys = frontier.get(parent)
-                if not keys:
-                    continue
-                values = keys if fk.column is _pk(parent) else [
-                    v for part in _chunks(keys) for v in conn.execute(
-                        sa.select(fk.column).where(_pk(parent).in_(part))).scalars()]
-                for part in _chunks(values):
-                    if rule == "SET NULL":
-                        before = self._columns(cb, [fk.parent.name])
-                        after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
-                        self.insert_select(conn, call, [fk.parent.in_(part)], {}, before=before, after=after,
-                                           lock=lock, key_share=True, binding=cb, action="cascade_set_null",
-                                           row_tenant=True)
+            for parent, keys in frontier.items():
+                pk = by_table[parent.name].pk
+                for child, fk, rule in delete_actions(parent):
+                    cb = by_table.get(child.name)
+                    if cb is None or rule not in ("CASCADE", "SET NULL"):
                         continue
-                    stmt = sa.select(cb.pk).where(fk.parent.in_(part))
-                    seen = reached.setdefault(child, set())
-                    for key in conn.execute(stmt.with_for_update(of=child) if lock else stmt).scalars():
-                        if key not in seen:
-                            seen.add(key)
-                            found.setdefault(child, []).append(key)
-            for child, keys in found.items():
+                    values = keys if fk.column is pk else [v for part in chunks(keys, KEYS_PER_STATEMENT)
+                                                           for v in conn.execute(sa.select(fk.column).where(
+                                                               pk.in_(part))).scalars()]
+                    self._follow(conn, call, child, cb, fk, rule, values, lock, reached, found)
+            for child, new in found.items():
                 cb = by_table[child.name]
                 before = self._columns(cb, self.audited(cb)[0])
-                for part in _chunks(keys):
+                for part in chunks(new, KEYS_PER_STATEMENT):
                     self.insert_select(conn, call, [cb.pk.in_(part)], {}, before=before, after=None,
                                        binding=cb, action="cascade_delete", row_tenant=True)
             frontier = found
+
+    def _follow(self, conn: sa.Connection, call: Call, child: sa.Table, cb: "Binding", fk: Any, rule: str,
+                values: list[Any], lock: bool, reached: dict, found: dict) -> None:
+        """One ON DELETE action over the referenced ``values``: SET NULL is recorded now; CASCADE adds the
+        keys of the rows it will delete, that no earlier round reached, to ``found``."""
+        for part in chunks(values, KEYS_PER_STATEMENT):
+            if rule == "SET NULL":
+                before = self._columns(cb, [fk.parent.name])
+                after = [(n, sa.null() if v is fk.parent else v) for n, v in before]
+                self.insert_select(conn, call, [fk.parent.in_(part)], {}, before=before, after=after, lock=lock,
+                                   key_share=True, binding=cb, action="cascade_set_null", row_tenant=True)
+                continue
+            stmt = sa.select(cb.pk).where(fk.parent.in_(part))
+            seen = reached.setdefault(child, set())
+            for key in conn.execute(stmt.with_for_update(of=child) if lock else stmt).scalars():
+                if key not in seen:
+                    seen.add(key)
+                    found.setdefault(child, []).append(key)
 
     def insert_rows(self, conn: sa.Connection, call: Call, rows: Sequence[dict]) -> None:
         """Records made in Python (bulk upsert, compliance requests): one multi-row INSERT."""
@@ -446,15 +450,6 @@ class _Once:
 
     def __init__(self, doc: Any) -> None:
         self.doc = sa.select(doc)
-
-
-def _pk(table: sa.Table) -> Any:
-    return next(iter(table.primary_key.columns))
-
-
-def _chunks(items: Sequence[Any], size: int = KEYS_PER_STATEMENT) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def converter_for_datetime(value: Any) -> datetime:

@@ -105,15 +105,13 @@ def _of(b: Any, pk: str, record: Any) -> tuple[list[Any], list[tuple[str, Any]]]
 
 def _referring(table: Any) -> list[str]:
     """Tables a delete from ``table`` changes through the database's ON DELETE actions, transitively."""
+    from ...schema.tables import delete_actions
+
     out: list[str] = []
     todo = [table]
     while todo:
-        target = todo.pop()
-        for other in target.metadata.tables.values():
-            if other.name in out or other is table:
-                continue
-            if any(fk.column.table is target and (fk.ondelete or "").upper() in ("CASCADE", "SET NULL", "SET DEFAULT")
-                   for fk in other.foreign_keys):
+        for other, _, _ in delete_actions(todo.pop()):
+            if other is not table and other.name not in out:
                 out.append(other.name)
                 todo.append(other)
     return out

@@ -38,6 +38,8 @@ import sqlalchemy as sa
 
 from ...errors import ForeignKeyError, TenantError, ValidationError
 from ..call import Call, Condition
+from ...schema.tables import delete_actions
+from ..chunks import chunks
 from ..context import Context, current, scope
 from ..policy import Policy
 from .row_security import RowLevelSecurity
@@ -168,14 +170,10 @@ class Tenancy(Policy):
         """(tenant-scoped binding, foreign key) of each ON DELETE CASCADE / SET NULL reference to ``b``'s table."""
         if self.db is None:
             return []
-        out = []
-        for other in self.db._bindings.values():
-            if other.spec is None or other.spec.tenant is None:
-                continue
-            for fk in other.table.foreign_keys:
-                if fk.column.table is b.table and (fk.ondelete or "").upper() in ("CASCADE", "SET NULL"):
-                    out.append((other, fk))
-        return out
+        by_table = {bd.table.name: bd for bd in self.db._bindings.values()}
+        return [(by_table[other.name], fk) for other, fk, _ in delete_actions(b.table)
+                if other.name in by_table and by_table[other.name].spec is not None
+                and by_table[other.name].spec.tenant is not None]
 
     def _check_shared_cascade(self, call: Call, conn: Any) -> None:
         """A tenant deleting a shared record: refused when the database would then delete or change
@@ -241,14 +239,14 @@ class Tenancy(Policy):
             col = target.table.c[str(target.spec.tenant)]
             refused = _no_record(call, field, name)
             found = 0
-            for chunk in _chunks(sorted(keys, key=repr), 1000):
+            for chunk in chunks(sorted(keys, key=repr), 1000):
                 stmt = sa.select(target.pk).where(target.pk.in_(chunk), col == tenant) \
                     .with_for_update(read=True, key_share=True)
                 found += len(conn.execute(stmt).all())
             if found < len(keys):
                 raise refused
             # Keys the call writes itself: new records, or this tenant's (a skipped one stays the other's).
-            for chunk in _chunks(sorted(batch, key=repr), 1000):
+            for chunk in chunks(sorted(batch, key=repr), 1000):
                 stmt = sa.select(sa.func.count()).select_from(target.table).where(target.pk.in_(chunk), col != tenant)
                 if conn.execute(stmt).scalar_one():
                     raise refused
@@ -321,12 +319,12 @@ class Tenancy(Policy):
                 raise refused
             pairs -= batch
         both = sa.tuple_(target.pk, target.table.c[str(target.spec.tenant)])
-        for chunk in _chunks(sorted(pairs, key=repr), 500):
+        for chunk in chunks(sorted(pairs, key=repr), 500):
             stmt = sa.select(target.pk).where(both.in_(chunk)).with_for_update(read=True, key_share=True)
             if len(conn.execute(stmt).all()) < len(chunk):
                 raise refused
         # Keys the call writes itself: new records, or stored ones of the same tenant (a skipped one stays).
-        for chunk in _chunks(sorted(batch, key=repr), 500):
+        for chunk in chunks(sorted(batch, key=repr), 500):
             stmt = sa.select(sa.func.count()).select_from(target.table).where(
                 target.pk.in_([k for k, _ in chunk]), ~both.in_(chunk))
             if conn.execute(stmt).scalar_one():
@@ -349,7 +347,7 @@ class Tenancy(Policy):
         if not keys:
             return
         col = b.table.c[str(b.model_spec.tenant)]
-        for chunk in _chunks(sorted(keys, key=repr), 1000):
+        for chunk in chunks(sorted(keys, key=repr), 1000):
             stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_(chunk), col != call.ctx.tenant)
             if conn.execute(stmt).scalar_one():
                 raise _not_its_key(call, pk)
@@ -372,7 +370,7 @@ class Tenancy(Policy):
             raise _not_its_key(call, pk)
         both = sa.tuple_(b.pk, b.table.c[field])
         pairs = sorted(((k, t.pop()) for k, t in tenants.items()), key=repr)
-        for chunk in _chunks(pairs, 500):
+        for chunk in chunks(pairs, 500):
             stmt = sa.select(sa.func.count()).select_from(b.table).where(b.pk.in_([k for k, _ in chunk]),
                                                                          ~both.in_(chunk))
             if conn.execute(stmt).scalar_one():
@@ -443,7 +441,3 @@ def _moved(call: Call, field: str) -> TenantError:
 def _label(call: Call) -> str:
     return call.action.replace("_", " ")
 
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
