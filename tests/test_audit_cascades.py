@@ -154,3 +154,23 @@ def test_mariadbs_cascade_depth_limit_is_a_clear_refusal(db, backend):
     with pytest.raises(ValidationError, match="at most 15 levels deep"):
         db.delete("Node", root["id"])
     assert db.count("Node") == 21
+
+
+def test_cascades_are_recorded_through_the_delete_nodes_too(app):
+    """The records come from the operations layer, so every door that deletes gets them (db.query reads only)."""
+    from kailash.runtime.local import LocalRuntime
+    from kailash.workflow.builder import WorkflowBuilder
+
+    ann, bob, p1, p2, c1, c2 = seed(app)
+    wf = WorkflowBuilder()
+    wf.add_node("AuthorDeleteNode", "d", {"id": ann["id"]})
+    with app.actor("node"), LocalRuntime() as rt:
+        rt.execute(wf.build())
+    wf = WorkflowBuilder()
+    wf.add_node("AuthorBulkDeleteNode", "b", {"filter": {"name": "Bob"}})
+    with app.actor("bulk-node"), LocalRuntime() as rt:
+        rt.execute(wf.build())
+    assert app.count("Post") == 0 and app.count("Comment") == 0
+    by_actor = {(r["actor"], r["table"], r["record_id"]) for r in app.audit_log(action="cascade_delete", limit=None)}
+    assert by_actor == {("node", "posts", str(p1["id"])), ("node", "comments", str(c1["id"])),
+                        ("bulk-node", "posts", str(p2["id"])), ("bulk-node", "comments", str(c2["id"]))}
